@@ -1,0 +1,1 @@
+"""Built-in components; ``data.extract.database`` lives in ``data/extract/database.py``."""

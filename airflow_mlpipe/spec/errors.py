@@ -1,0 +1,69 @@
+"""Problems found in a pipeline spec, each tied to a file, a line and a field.
+
+Every user mistake ends up as a :class:`Problem`; many of them together as a :class:`SpecError`.
+The CLI prints them, the DAG factory shows them in a placeholder DAG, and nothing else
+(no traceback) reaches the user.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a spec file; line and column count from 1."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec: where, which field, what, and how to fix it."""
+
+    message: str
+    location: Location | None = None
+    field: str = ""
+    suggestion: str = ""
+
+    def format(self) -> str:
+        where = str(self.location) if self.location else "<unknown>"
+        field = f"{self.field}: " if self.field else ""
+        text = f"{where}: {field}{self.message}"
+        if self.suggestion:
+            text += f"\n    hint: {self.suggestion}"
+        return text
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.location.file if self.location else None,
+            "line": self.location.line if self.location else None,
+            "column": self.location.column if self.location else None,
+            "field": self.field,
+            "message": self.message,
+            "suggestion": self.suggestion,
+        }
+
+
+class SpecError(Exception):
+    """A spec (or a folder of specs) failed to load; carries every problem found."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        return "\n".join(problem.format() for problem in self.problems)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """A 'did you mean ...?' suggestion, or an empty string when nothing is close."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean '{matches[0]}'?" if matches else ""

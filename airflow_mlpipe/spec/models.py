@@ -1,0 +1,219 @@
+"""The pipeline spec: typed pydantic models for what a team writes in ``NAME.yaml``.
+
+The models check everything a single value can get wrong (types, names, cron, e-mail, semantic
+version, durations). Checks that need the whole spec or the outside world (stage graph, component
+resolution, file names) live in :mod:`airflow_mlpipe.spec.loader`, where locations are at hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PrivateAttr,
+    WithJsonSchema,
+)
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,199}$"
+COMPONENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+# semver.org's recommended expression.
+SEMVER_PATTERN = (
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+# Airflow's schedule presets (airflow.sdk.definitions.timetables._cron.CRON_PRESETS plus the two
+# special schedules); kept here so validating a spec does not import Airflow.
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept seconds (``300``) or a compact string (``90s``, ``5m``, ``1h30m``, ``2d``)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '5m'")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if text and _DURATION_PART.sub("", text) == "":
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+            return timedelta(seconds=seconds)
+        if text.startswith("P"):  # ISO 8601 (what to_yaml writes); pydantic parses it
+            return text
+        raise ValueError(f"'{value}' is not a duration; write seconds (300) or e.g. '90s', '5m', '1h30m', '2d'")
+    return value
+
+
+def _check_positive(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0:
+        raise ValueError("a duration must be longer than zero")
+    return value
+
+
+def _check_schedule(value: str) -> str:
+    if value.startswith("@"):
+        if value not in SCHEDULE_PRESETS:
+            raise ValueError(f"'{value}' is not an Airflow schedule preset ({', '.join(SCHEDULE_PRESETS)})")
+        return value
+    from croniter import croniter  # only specs with a cron schedule pay for the import
+
+    if len(value.split()) != 5 or not croniter.is_valid(value):
+        raise ValueError(
+            f"'{value}' is not a valid cron expression; use five fields "
+            "(minute hour day-of-month month day-of-week), e.g. '0 3 * * *', or a preset like @daily"
+        )
+    return value
+
+
+def _check_semver(value: str) -> str:
+    if not re.match(SEMVER_PATTERN, value):
+        hint = " (drop the leading 'v')" if re.match(SEMVER_PATTERN, value.lstrip("vV")) else ""
+        raise ValueError(f"'{value}' is not a semantic version like 1.4.0{hint}")
+    return value
+
+
+def _require_string(value: Any) -> Any:
+    # YAML reads `version: 1.0` as a float; say so instead of silently turning it into "1.0".
+    if not isinstance(value, str):
+        raise ValueError(f"expected a quoted string, got {type(value).__name__} {value!r}; quote it: \"{value}\"")
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_parse_duration),
+    AfterValidator(_check_positive),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+                {"type": "string", "pattern": r"^(\s*\d+(\.\d+)?\s*[dhms])+\s*$", "examples": ["5m", "1h30m"]},
+            ]
+        }
+    ),
+]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits and underscores")]
+SemVer = Annotated[
+    str,
+    BeforeValidator(_require_string),
+    AfterValidator(_check_semver),
+    WithJsonSchema({"type": "string", "pattern": SEMVER_PATTERN, "examples": ["1.0.0"]}),
+]
+Schedule = Annotated[
+    str,
+    AfterValidator(_check_schedule),
+    Field(description="a cron expression ('0 3 * * *') or an Airflow preset (@daily)"),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageSettings(_Model):
+    """Task settings a stage may set, and ``defaults`` may set for all stages.
+
+    Left out, Airflow's own defaults apply (``[core] default_task_retries``, 5 minutes delay).
+    """
+
+    retries: int | None = Field(None, ge=0, description="how often Airflow retries the stage")
+    retry_delay: Duration | None = Field(None, description="wait between retries, e.g. '5m'")
+    execution_timeout: Duration | None = Field(None, description="fail the stage after this long")
+    pool: str | None = Field(None, description="Airflow pool the stage runs in")
+    queue: str | None = Field(None, description="executor queue (Celery) the stage runs on")
+
+
+class Metadata(_Model):
+    """Who owns the pipeline, when it runs and whom to tell when it fails."""
+
+    owner: str = Field(min_length=1, description="team or person; shown as the DAG owner")
+    description: str = Field("", description="one line on what the pipeline does")
+    tags: list[str] = Field(default_factory=list, description="extra tags for the Airflow UI")
+    schedule: Schedule | None = Field(None, description="cron, an Airflow preset, or null for manual runs")
+    notify_on_failure: list[EmailStr] = Field(
+        default_factory=list, description="addresses that get one e-mail per failed run"
+    )
+    start_date: date | datetime | None = Field(
+        None, description="first date the schedule covers (UTC); defaults to 2024-01-01"
+    )
+    catchup: bool = Field(False, description="create runs for missed intervals since start_date")
+
+
+class PipelineStage(StageSettings):
+    """One step of the pipeline: a component, its config and the stages it waits for."""
+
+    name: Name
+    component: str = Field(pattern=COMPONENT_PATTERN, description="e.g. data.extract.database")
+    config: dict[str, Any] = Field(default_factory=dict, description="checked by the component's Config")
+    dependencies: list[str] = Field(default_factory=list, description="names of stages this one waits for")
+
+
+class Pipeline(_Model):
+    """A whole pipeline spec, as written in ``NAME.yaml`` with its overlay applied."""
+
+    name: Name = Field(description="becomes the dag_id; the file must be called NAME.yaml")
+    version: SemVer = Field(description="semantic version of the pipeline definition")
+    metadata: Metadata
+    defaults: StageSettings = Field(default_factory=StageSettings, description="settings for every stage")
+    stages: list[PipelineStage] = Field(min_length=1)
+
+    _environment: str = PrivateAttr(default="dev")
+
+    @property
+    def environment(self) -> str:
+        return self._environment
+
+    @property
+    def config_version(self) -> str:
+        """Short hash of the fully resolved spec: same values, same hash, whatever the formatting."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def with_environment(self, environment: str) -> Pipeline:
+        pipeline = self.model_copy()
+        pipeline._environment = environment
+        return pipeline
+
+    def stage(self, name: str) -> PipelineStage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def render(self) -> dict[str, Any]:
+        """The execution format (the seed's ``render()``, plus what execution needs)."""
+        return {
+            "pipeline": self.name,
+            "version": self.version,
+            "environment": self.environment,
+            "config_version": self.config_version,
+            "metadata": self.metadata.model_dump(mode="json"),
+            "stages": [
+                {
+                    "name": stage.name,
+                    "component": stage.component,
+                    "config": stage.config,
+                    "upstream": list(stage.dependencies),
+                }
+                for stage in self.stages
+            ],
+        }
+
+    def to_yaml(self) -> str:
+        """The spec as YAML, without values left at their defaults; reads back to an equal model."""
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

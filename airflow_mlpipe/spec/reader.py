@@ -1,0 +1,243 @@
+"""Safe YAML reading that remembers where every value came from.
+
+PyYAML's constructors throw away positions, so we compose the node graph with the safe (C when
+available) loader and build plain Python data ourselves. Mappings and sequences come back as
+:class:`LocatedDict` and :class:`LocatedList`, which behave like ``dict`` and ``list`` but also
+know the file, line and column of each key and item. Overlay merging keeps those locations, so
+an error in a merged spec still points into the file that supplied the bad value.
+
+Only plain data is accepted: any tag outside YAML's core schema (``!!python/...``, custom tags)
+is refused, and aliases are expanded under a budget so a "billion laughs" document fails fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airflow_mlpipe.spec.errors import Location, Problem, SpecError
+
+try:
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+MAX_FILE_BYTES = 1024 * 1024
+# Enough for any real spec (a 500-stage spec has about 10,000 values), small enough that an
+# alias bomb is refused after a few milliseconds.
+MAX_VALUES = 50_000
+MAX_DEPTH = 64
+
+_CORE_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_CORE_TAG + name for name in ("str", "int", "float", "bool", "null", "timestamp")}
+_MAPPING_TAGS = {_CORE_TAG + "map"}
+_SEQUENCE_TAGS = {_CORE_TAG + "seq"}
+_MERGE_TAG = _CORE_TAG + "merge"
+
+
+class LocatedDict(dict):  # type: ignore[type-arg]
+    """A mapping from YAML that knows where it, its keys and its values were written."""
+
+    __slots__ = ("key_locations", "location", "value_locations")
+
+    def __init__(self, location: Location) -> None:
+        super().__init__()
+        self.location = location
+        self.key_locations: dict[Any, Location] = {}
+        self.value_locations: dict[Any, Location] = {}
+
+    def set(self, key: Any, value: Any, key_location: Location, value_location: Location) -> None:
+        self[key] = value
+        self.key_locations[key] = key_location
+        self.value_locations[key] = value_location
+
+
+class LocatedList(list):  # type: ignore[type-arg]
+    """A sequence from YAML that knows where it and each item were written."""
+
+    __slots__ = ("item_locations", "location")
+
+    def __init__(self, location: Location) -> None:
+        super().__init__()
+        self.location = location
+        self.item_locations: list[Location] = []
+
+    def add(self, value: Any, location: Location) -> None:
+        self.append(value)
+        self.item_locations.append(location)
+
+
+def read_yaml_file(path: Path) -> Any:
+    """Read one YAML file into located plain data, or raise :class:`SpecError`."""
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError([Problem(f"cannot read the file: {exc.strerror}", Location(file, 1, 1))]) from None
+    return parse_yaml(raw, file)
+
+
+def parse_yaml(raw: bytes | str, file: str) -> Any:
+    """Parse YAML text (bytes are decoded as UTF-8) into located plain data."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(
+            [
+                Problem(
+                    f"the file is {len(raw)} bytes; specs are limited to {MAX_FILE_BYTES} bytes",
+                    Location(file, 1, 1),
+                    suggestion="split the pipeline or move large values (queries, lists) into files",
+                )
+            ]
+        )
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise SpecError(
+                [
+                    Problem(
+                        f"byte 0x{raw[exc.start]:02x} is not valid UTF-8",
+                        Location(file, line, column),
+                        suggestion="save the file as UTF-8",
+                    )
+                ]
+            ) from None
+    else:
+        text = raw
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        raise SpecError([_syntax_problem(exc, file)]) from None
+    except yaml.YAMLError as exc:  # errors without a position (e.g. a reader error)
+        raise SpecError([Problem(f"invalid YAML: {exc}", Location(file, 1, 1))]) from None
+    except RecursionError:
+        raise SpecError(
+            [Problem("the document is nested too deeply", Location(file, 1, 1))]
+        ) from None
+    if node is None:
+        raise SpecError(
+            [
+                Problem(
+                    "the file is empty",
+                    Location(file, 1, 1),
+                    suggestion="a spec needs at least 'name', 'version', 'metadata' and 'stages'; "
+                    "run 'mlpipe new NAME' for a starting point",
+                )
+            ]
+        )
+    return _Builder(file).build(node)
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    location = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+    message = exc.problem or "invalid YAML"
+    if exc.context:
+        message = f"{exc.context}; {message}"
+    suggestion = ""
+    if "\\t" in message or "'\t'" in message:
+        suggestion = "YAML indents with spaces, not tabs: replace the tab with spaces"
+    elif "mapping values are not allowed" in message:
+        suggestion = "quote values that contain ': ' or check the indentation of this line"
+    elif "expected a single document" in message:
+        suggestion = "a spec file holds one document: remove the extra '---'"
+    return Problem(f"YAML syntax error: {message}", location, suggestion=suggestion)
+
+
+class _Builder:
+    """Turns a composed node graph into located plain data, within a value budget."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.values = 0
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def location(self, node: yaml.Node) -> Location:
+        return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def fail(self, node: yaml.Node, message: str, suggestion: str = "") -> SpecError:
+        return SpecError([Problem(message, self.location(node), suggestion=suggestion)])
+
+    def build(self, node: yaml.Node, depth: int = 0) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise self.fail(
+                node,
+                f"the document expands to more than {MAX_VALUES} values",
+                suggestion="this usually means aliases nested inside aliases (a 'billion laughs' "
+                "document); write the values out instead",
+            )
+        if depth > MAX_DEPTH:
+            raise self.fail(node, f"the document is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag not in _SCALAR_TAGS:
+                raise self._bad_tag(node)
+            try:
+                return self.constructor.construct_object(node, deep=True)
+            except (yaml.constructor.ConstructorError, ValueError) as exc:
+                raise self.fail(node, f"invalid value {node.value!r}: {exc}") from None
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag not in _SEQUENCE_TAGS:
+                raise self._bad_tag(node)
+            sequence = LocatedList(self.location(node))
+            for item in node.value:
+                sequence.add(self.build(item, depth + 1), self.location(item))
+            return sequence
+        if isinstance(node, yaml.MappingNode):
+            if node.tag not in _MAPPING_TAGS:
+                raise self._bad_tag(node)
+            return self._mapping(node, depth)
+        raise self.fail(node, f"unsupported YAML node {type(node).__name__}")  # pragma: no cover
+
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> LocatedDict:
+        mapping = LocatedDict(self.location(node))
+        merged: LocatedDict | None = None
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged = self._merge_sources(value_node, depth)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, "mapping keys must be plain scalars, not lists or mappings")
+            key = self.build(key_node, depth + 1)
+            if key in mapping:
+                first = mapping.key_locations[key]
+                raise self.fail(
+                    key_node,
+                    f"duplicate key '{key}' (first written at line {first.line})",
+                    suggestion="remove one of them; YAML keeps only the last, which hides mistakes",
+                )
+            value = self.build(value_node, depth + 1)
+            mapping.set(key, value, self.location(key_node), self.location(value_node))
+        if merged is not None:
+            # Explicit keys win over merged ones ('<<' semantics).
+            for key, value in merged.items():
+                if key not in mapping:
+                    mapping.set(key, value, merged.key_locations[key], merged.value_locations[key])
+        return mapping
+
+    def _merge_sources(self, node: yaml.Node, depth: int) -> LocatedDict:
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        merged = LocatedDict(self.location(node))
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise self.fail(source, "'<<' merges mappings only")
+            built = self.build(source, depth + 1)
+            for key, value in built.items():
+                if key not in merged:
+                    merged.set(key, value, built.key_locations[key], built.value_locations[key])
+        return merged
+
+    def _bad_tag(self, node: yaml.Node) -> SpecError:
+        tag = node.tag.replace(_CORE_TAG, "!!")
+        return self.fail(
+            node,
+            f"the tag '{tag}' is not allowed",
+            suggestion="specs hold plain data (strings, numbers, booleans, lists, mappings); "
+            "remove the tag",
+        )
