@@ -108,7 +108,8 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     missing = [name for name in REQUIRED_ARTIFACTS if name not in upstream.artifacts]
     if missing:
         raise ValueError(
-            f"the upstream stage lacks artifacts {missing} (it has: {', '.join(upstream.artifacts) or 'none'}); "
+            f"the upstream stage lacks artifacts {missing} "
+            f"(it has: {', '.join(upstream.artifacts) or 'none'}); "
             "evaluation.recommender evaluates the output of model.matrix_factorization"
         )
     artifacts = upstream.artifacts
@@ -261,7 +262,7 @@ def _open(uri: str) -> Any:
 
 def _read_bytes(uri: str) -> bytes:
     with _open(uri) as handle:
-        return handle.read()  # type: ignore[no-any-return]
+        return handle.read()
 
 
 def _read_parquet(uri: str, columns: list[str]) -> pa.Table:

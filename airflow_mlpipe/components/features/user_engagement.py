@@ -19,7 +19,7 @@ Metrics: ``events`` (in the window), ``users``, ``items``, ``interactions``.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,7 +49,7 @@ class Config(BaseModel):
 
     window_days: int = Field(default=30, gt=0, description="Length of the time window in days")
     aggregation: list[Aggregation] = Field(
-        default_factory=lambda: ["mean", "std", "count"],
+        default_factory=lambda: list[Aggregation](["mean", "std", "count"]),
         min_length=1,
         description="Aggregations of the value column per user: mean, std, count, sum, min, max",
     )
@@ -160,7 +160,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     }
 
 
-def user_features(events: pa.Table, aggregations: list[str], value_name: str = "value") -> pa.Table:
+def user_features(events: pa.Table, aggregations: Sequence[str], value_name: str = "value") -> pa.Table:
     """One row per user: ``<value_name>_<aggregation>`` of the ``value`` column, sorted by user."""
     import pyarrow as pa
 

@@ -1,0 +1,365 @@
+"""Register the evaluated model as a new immutable version in a file or object-store registry.
+
+Layout under ``registry`` (any URI Airflow's ObjectStoragePath handles: ``file://``, ``s3://``
+with ``conn_id``...)::
+
+    <registry>/<model_name>/versions/<N>/_claim         who owns version N (created exclusively)
+    <registry>/<model_name>/versions/<N>/artifacts/...  copies of the upstream model artifacts
+    <registry>/<model_name>/versions/<N>/metadata.json  provenance, metrics and thresholds
+    <registry>/<model_name>/versions/<N>/_COMPLETE      written last: the version is complete
+    <registry>/<model_name>/aliases/<alias>.json        e.g. production -> version N
+
+How versions stay unique and complete:
+
+* Version numbers are claimed by creating ``_claim`` with exclusive-create mode (``"xb"``:
+  ``O_EXCL`` locally, a conditional ``If-None-Match`` put on S3, GCS and Azure through fsspec).
+  Two concurrent registrations that pick the same number cannot both succeed; the loser tries
+  the next number. Numbers therefore increase and are never reused.
+* A retry of the same pipeline run (same ``pipeline`` and ``run_id``) finds its own claim and
+  reuses that version, finishing it if the first try died half-way, instead of registering a
+  second version.
+* Readers only consider versions with ``_COMPLETE``, which is written after every artifact and
+  the metadata, so a half-written version is never visible (see :func:`list_versions`).
+* Promotion writes the alias file in one step: through a temporary file and an atomic rename
+  on local filesystems, a single-object put (atomic by itself) on object stores.
+
+``promote_if`` decides promotion: ``all_metrics_passed`` (the upstream metric of
+``evaluation.recommender`` is 1.0), ``always`` or ``never``. The stage updates the Airflow Asset
+``<registry>/<model_name>`` with ``{"version", "metrics", "promoted"}`` as event extra.
+
+Artifacts: ``version`` (URI of the version folder). Metrics: ``version``, ``promoted``,
+``reused`` (1.0 when a retry found this run's version already registered).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset
+
+    from airflow_mlpipe.component import ComponentContext
+
+CLAIM = "_claim"
+COMPLETE = "_COMPLETE"
+METADATA = "metadata.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class Config(BaseModel):
+    """Configuration of ``registry.register_model``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registry: str = Field(
+        description="Registry root URI, e.g. file:///srv/models or s3://models/acme/ (an absolute path means file://)"
+    )
+    model_name: str | None = Field(
+        default=None, description="Name of the model in the registry; default the pipeline name"
+    )
+    promote_if: Literal["all_metrics_passed", "always", "never"] = Field(
+        default="all_metrics_passed",
+        description="When to point the alias at the new version: all_metrics_passed, always or never",
+    )
+    alias: str = Field(default="production", description="Alias that promotion moves")
+    conn_id: str | None = Field(
+        default=None, description="Airflow connection for the registry's object store (e.g. aws_default)"
+    )
+    artifacts: list[str] | None = Field(
+        default=None, description="Upstream artifacts to copy into the version; default all of them"
+    )
+    max_claim_attempts: int = Field(
+        default=1000, gt=0, description="Version numbers to try before giving up under heavy contention"
+    )
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_uri(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("/"):
+            return f"file://{value}"
+        if not _SCHEME.match(value):
+            raise ValueError(f"'{value}' is not a URI; write e.g. file:///srv/models or s3://bucket/models")
+        return value
+
+    @field_validator("model_name", "alias")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(
+                f"'{value}' must be letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return value
+
+
+def model_uri(config: Config, pipeline: str) -> str:
+    """The URI of the model's folder in the registry (also the URI of its Airflow Asset)."""
+    return f"{config.registry.rstrip('/')}/{config.model_name or pipeline}"
+
+
+def assets(config: Config, pipeline: str) -> list[Asset]:
+    """The model's Asset, updated by every registration (declared at parse time, no I/O)."""
+    from airflow.sdk import Asset
+
+    uri = model_uri(config, pipeline)
+    return [Asset(uri=uri, name=uri, group="model")]
+
+
+def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
+    """Claim a version (or find this run's), copy artifacts, write metadata, complete, maybe promote."""
+    log = context.log
+    model_name = config.model_name or context.pipeline
+    if not _NAME.match(model_name):
+        raise ValueError(f"the pipeline name '{model_name}' cannot be a model name; set model_name")
+    upstream = context.input()
+    if config.promote_if == "all_metrics_passed" and "all_metrics_passed" not in upstream.metrics:
+        raise ValueError(
+            "promote_if is all_metrics_passed but the upstream stage has no 'all_metrics_passed' metric; "
+            "register the output of evaluation.recommender, or set promote_if to always or never"
+        )
+    selected = _selected_artifacts(config, upstream.artifacts)
+    model_root = _path(model_uri(config, context.pipeline), config.conn_id)
+    log.info("Registering %s (%s) from run %s", model_name, model_root, context.run_id)
+
+    version, version_dir, complete = _claim_version(model_root, context, config.max_claim_attempts)
+    if complete:
+        log.info("Run %s already registered version %d; not creating another", context.run_id, version)
+        metadata = json.loads((version_dir / METADATA).read_text())
+    else:
+        metadata = _write_version(version, version_dir, model_name, selected, config, context)
+
+    promote = {
+        "always": True,
+        "never": False,
+        "all_metrics_passed": upstream.metrics.get("all_metrics_passed") == 1.0,
+    }[config.promote_if]
+    if promote:
+        _write_alias(model_root, config.alias, version, version_dir, context)
+        log.info("Promoted: %s now points to version %d", config.alias, version)
+    else:
+        log.info("Not promoted (promote_if=%s); %s unchanged", config.promote_if, config.alias)
+
+    if context.outlet_events is not None:
+        for asset in assets(config, context.pipeline):
+            context.outlet_events[asset].extra = {
+                "version": version,
+                "metrics": metadata.get("metrics", {}),
+                "promoted": promote,
+            }
+    return {
+        "artifacts": {"version": str(version_dir)},
+        "metrics": {"version": version, "promoted": float(promote), "reused": float(complete)},
+    }
+
+
+# -- reading the registry ---------------------------------------------------------------------
+
+
+def list_versions(registry: str, model_name: str, conn_id: str | None = None) -> list[int]:
+    """Complete versions of ``model_name``, oldest first (half-written ones are not listed)."""
+    root = _path(f"{registry.rstrip('/')}/{model_name}", conn_id)
+    return [number for number in _version_numbers(root) if (_version_dir(root, number) / COMPLETE).exists()]
+
+
+def read_metadata(registry: str, model_name: str, version: int, conn_id: str | None = None) -> dict[str, Any]:
+    """The metadata of a complete version; raise FileNotFoundError for a missing or partial one."""
+    version_dir = _version_dir(_path(f"{registry.rstrip('/')}/{model_name}", conn_id), version)
+    if not (version_dir / COMPLETE).exists():
+        raise FileNotFoundError(f"{model_name} has no complete version {version} in {registry}")
+    return json.loads((version_dir / METADATA).read_text())
+
+
+def read_alias(
+    registry: str, model_name: str, alias: str = "production", conn_id: str | None = None
+) -> dict[str, Any] | None:
+    """What ``alias`` points to (``{"version": N, "uri": ...}``), or None if it was never set."""
+    path = _path(f"{registry.rstrip('/')}/{model_name}", conn_id) / "aliases" / f"{alias}.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+# -- internals ---------------------------------------------------------------------------------
+
+
+def _path(uri: str, conn_id: str | None) -> Any:
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(uri, conn_id=conn_id) if conn_id else ObjectStoragePath(uri)
+
+
+def _version_dir(model_root: Any, version: int) -> Any:
+    return model_root / "versions" / str(version)
+
+
+def _version_numbers(model_root: Any) -> list[int]:
+    versions = model_root / "versions"
+    if not versions.exists():
+        return []
+    return sorted(int(child.name) for child in versions.iterdir() if child.name.isdigit())
+
+
+def _selected_artifacts(config: Config, artifacts: Mapping[str, str]) -> dict[str, str]:
+    if config.artifacts is None:
+        selected = dict(artifacts)
+    else:
+        missing = [name for name in config.artifacts if name not in artifacts]
+        if missing:
+            raise ValueError(
+                f"the upstream stage has no artifact(s) {missing} (it has: {', '.join(artifacts) or 'none'})"
+            )
+        selected = {name: artifacts[name] for name in config.artifacts}
+    if not selected:
+        raise ValueError("the upstream stage passed no artifacts: there is no model to register")
+    for name in selected:
+        if not _NAME.match(name):
+            raise ValueError(f"artifact name '{name}' cannot be a file name in the registry")
+    return selected
+
+
+def _run_key(context: ComponentContext) -> dict[str, str]:
+    # run ids are unique per DAG only, and one model may be registered by several pipelines.
+    return {"pipeline": context.pipeline, "run_id": context.run_id}
+
+
+def _claim_version(model_root: Any, context: ComponentContext, max_attempts: int) -> tuple[int, Any, bool]:
+    """This run's version (if an earlier try claimed one) or a newly claimed one.
+
+    Returns (version, its folder, whether it is already complete).
+    """
+    key = _run_key(context)
+    numbers = _version_numbers(model_root)
+    for number in reversed(numbers):
+        version_dir = _version_dir(model_root, number)
+        if _read_claim(version_dir) == key:
+            complete = (version_dir / COMPLETE).exists()
+            if not complete:
+                context.log.info("Resuming version %d, claimed by an earlier try of this run", number)
+            return number, version_dir, complete
+
+    candidate = (numbers[-1] if numbers else 0) + 1
+    claim = json.dumps({**key, "claimed_at": _now()}).encode()
+    for _ in range(max_attempts):
+        version_dir = _version_dir(model_root, candidate)
+        version_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # Exclusive create: exactly one registration can own this number.
+            with (version_dir / CLAIM).open("xb") as handle:
+                handle.write(claim)
+        except FileExistsError:
+            context.log.info("Version %d was claimed concurrently; trying the next number", candidate)
+            # Jump past every number in use: under contention others may be ahead already.
+            candidate = max(candidate, *_version_numbers(model_root)) + 1
+            continue
+        context.log.info("Claimed version %d", candidate)
+        return candidate, version_dir, False
+    raise RuntimeError(f"could not claim a version of {model_root} in {max_attempts} attempts")
+
+
+def _read_claim(version_dir: Any) -> dict[str, str] | None:
+    try:
+        claim = json.loads((version_dir / CLAIM).read_text())
+    except (FileNotFoundError, ValueError):  # no claim, or one being written right now
+        return None
+    return {"pipeline": claim.get("pipeline"), "run_id": claim.get("run_id")}
+
+
+def _write_version(
+    version: int,
+    version_dir: Any,
+    model_name: str,
+    artifacts: Mapping[str, str],
+    config: Config,
+    context: ComponentContext,
+) -> dict[str, Any]:
+    """Copy the artifacts, then the metadata, then ``_COMPLETE``: in that order, so readers that
+    wait for ``_COMPLETE`` never see a partial version."""
+    from airflow.sdk import ObjectStoragePath
+
+    upstream = context.input()
+    copied: dict[str, str] = {}
+    for name, uri in artifacts.items():
+        source = ObjectStoragePath(uri)
+        relative = f"artifacts/{name}{source.suffix}"
+        _copy(source, version_dir / relative)
+        copied[name] = relative
+        context.log.info("Copied %s (%s) into version %d", name, uri, version)
+    metrics = dict(upstream.metrics)
+    metadata = {
+        "model_name": model_name,
+        "version": version,
+        "uri": str(version_dir),
+        "pipeline": context.pipeline,
+        "pipeline_version": context.pipeline_version,
+        "config_version": context.config_version,
+        "environment": context.environment,
+        "git_commit": context.git_commit,
+        "run_id": context.run_id,
+        "stage": context.stage,
+        "metrics": metrics,
+        "thresholds": {
+            name.removeprefix("threshold."): value
+            for name, value in metrics.items()
+            if name.startswith("threshold.")
+        },
+        "artifacts": copied,
+        "source_artifacts": dict(artifacts),
+        "created_at": _now(),
+    }
+    (version_dir / METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    (version_dir / COMPLETE).write_text(json.dumps({"version": version, "completed_at": _now()}))
+    context.log.info("Version %d of %s is complete: %s", version, model_name, version_dir)
+    return metadata
+
+
+def _copy(source: Any, target: Any) -> None:
+    """Copy a file or a folder tree, streaming, possibly between different filesystems."""
+    if source.is_dir():
+        for child in source.rglob("*"):
+            if child.is_file():
+                _copy(child, target / str(child.relative_to(source)))
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as reader, target.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, length=8 * 1024 * 1024)
+
+
+def _write_alias(
+    model_root: Any, alias: str, version: int, version_dir: Any, context: ComponentContext
+) -> None:
+    aliases = model_root / "aliases"
+    aliases.mkdir(parents=True, exist_ok=True)
+    record = {
+        "alias": alias,
+        "version": version,
+        "uri": str(version_dir),
+        "pipeline": context.pipeline,
+        "run_id": context.run_id,
+        "promoted_at": _now(),
+    }
+    _atomic_write(aliases / f"{alias}.json", json.dumps(record, indent=2).encode())
+
+
+def _atomic_write(target: Any, data: bytes) -> None:
+    """Replace ``target`` so readers see the old or the new content, never a mix."""
+    import os
+
+    if target.protocol in ("file", "local"):
+        temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+        temporary.write_bytes(data)
+        os.replace(temporary.path, target.path)  # atomic rename on POSIX and Windows
+    else:
+        target.write_bytes(data)  # one PUT: object stores publish an object all at once
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
