@@ -35,8 +35,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from airflow_mlpipe.spec.errors import did_you_mean
-
 BUILTIN_PACKAGE = "airflow_mlpipe.components"
 ENTRY_POINT_GROUP = "airflow_mlpipe.components"
 
@@ -160,6 +158,8 @@ def _module_path(name: str, allowed_prefixes: tuple[str, ...]) -> str:
     in_prefix = any(name == prefix or name.startswith(prefix + ".") for prefix in allowed_prefixes)
     if in_prefix and _module_exists(name):
         return name
+    from airflow_mlpipe.spec.errors import did_you_mean  # the spec package imports this module
+
     suggestion = did_you_mean(name, available_components())
     if in_prefix or name.split(".")[0] in _builtin_namespaces():
         raise ComponentError(f"unknown component '{name}'", suggestion or "run 'mlpipe components' to list them")

@@ -172,10 +172,17 @@ class Pipeline(_Model):
     stages: list[PipelineStage] = Field(min_length=1)
 
     _environment: str = PrivateAttr(default="dev")
+    _sources: tuple[str, ...] = PrivateAttr(default=())
 
     @property
     def environment(self) -> str:
+        """The environment whose overlay was applied."""
         return self._environment
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The files the spec was read from: the base, then the overlay if there was one."""
+        return self._sources
 
     @property
     def config_version(self) -> str:
@@ -183,9 +190,11 @@ class Pipeline(_Model):
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
-    def with_environment(self, environment: str) -> Pipeline:
+    def bind(self, environment: str, sources: tuple[str, ...] = ()) -> Pipeline:
+        """A copy that knows its environment and source files (set by the loader)."""
         pipeline = self.model_copy()
         pipeline._environment = environment
+        pipeline._sources = sources
         return pipeline
 
     def stage(self, name: str) -> PipelineStage:

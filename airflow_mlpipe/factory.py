@@ -1,0 +1,176 @@
+"""The DAG factory: every spec in a folder becomes an Airflow DAG.
+
+A deployment's dags folder needs one Python file::
+
+    from pathlib import Path
+    from airflow_mlpipe.factory import build_dags
+
+    globals().update(build_dags(Path(__file__).parent / "pipelines"))
+
+A broken spec becomes a *placeholder DAG* with the same dag_id: it shows the file, line and
+message in the Airflow UI and fails if triggered, and it never runs the pipeline. An Airflow
+import error would be the alternative, but import errors belong to a Python file: raising one
+from the loader would hide every pipeline in the folder, and a dag_id that disappears loses its
+place (and run history) in the UI.
+
+When a worker starts a task, Airflow's parsing context names the DAG, and only that spec is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk import DAG, Param, get_parsing_context
+
+from airflow_mlpipe.component import resolve_component
+from airflow_mlpipe.operators.component import OVERRIDES_PARAM, ComponentOperator, PipelineRef
+from airflow_mlpipe.operators.record import ExecutionRecordOperator
+from airflow_mlpipe.record import RECORD_TASK_ID
+from airflow_mlpipe.spec import Pipeline, SpecError, load_folder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+MLPIPE_TAG = "mlpipe"
+INVALID_TAG = "mlpipe:invalid-spec"
+
+
+def build_dags(spec_folder: str | os.PathLike[str], environment: str | None = None) -> dict[str, DAG]:
+    """A DAG for every spec under ``spec_folder``, keyed by dag_id (a placeholder for broken ones)."""
+    only = get_parsing_context().dag_id
+    result = load_folder(spec_folder, environment, only=only)
+    dags: dict[str, DAG] = {}
+    for name, pipeline in result.pipelines.items():
+        dags[name] = build_dag(pipeline)
+    for name, error in result.errors.items():
+        log.error("Invalid pipeline spec '%s':\n%s", name, error.format())
+        placeholder = build_placeholder_dag(name, error)
+        dags[placeholder.dag_id] = placeholder
+    return dags
+
+
+def build_dag(pipeline: Pipeline) -> DAG:
+    """The DAG for one validated pipeline."""
+    metadata = pipeline.metadata
+    ref = PipelineRef(
+        name=pipeline.name,
+        version=pipeline.version,
+        config_version=pipeline.config_version,
+        environment=pipeline.environment,
+        sources=pipeline.sources,
+    )
+    stage_names = [stage.name for stage in pipeline.stages]
+    dag = DAG(
+        dag_id=pipeline.name,
+        schedule=metadata.schedule,
+        start_date=_start_date(metadata.start_date),
+        catchup=metadata.catchup,
+        description=metadata.description or None,
+        tags=sorted({*metadata.tags, MLPIPE_TAG, f"v{pipeline.version}"}),
+        doc_md=_doc_md(pipeline),
+        default_args={"owner": metadata.owner},
+        params={
+            OVERRIDES_PARAM: Param(
+                {},
+                type="object",
+                title="Config overrides",
+                description='Per-stage config overrides for this run, e.g. {"train": {"epochs": 5}}',
+            )
+        },
+    )
+    with dag:
+        tasks = {}
+        for stage in pipeline.stages:
+            settings = pipeline.defaults.model_dump(exclude_none=True) | stage.model_dump(
+                include={"retries", "retry_delay", "execution_timeout", "pool", "queue"}, exclude_none=True
+            )
+            tasks[stage.name] = ComponentOperator(
+                task_id=stage.name,
+                component=stage.component,
+                config=stage.config,
+                pipeline=ref,
+                stages=stage_names,
+                outlets=_outlets(stage.component, stage.config, pipeline.name),
+                doc_md=f"Component `{stage.component}`",
+                **settings,
+            )
+        record = ExecutionRecordOperator(
+            task_id=RECORD_TASK_ID,
+            pipeline=ref,
+            stages=stage_names,
+            notify_on_failure=list(metadata.notify_on_failure),
+        )
+        for stage in pipeline.stages:
+            for dependency in stage.dependencies:
+                tasks[dependency] >> tasks[stage.name]
+            tasks[stage.name] >> record
+    return dag
+
+
+def build_placeholder_dag(name: str, error: SpecError) -> DAG:
+    """A DAG that shows a broken spec's problems in the UI and fails if anyone triggers it."""
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    dag_id = _dag_id_for(name)
+    first = error.problems[0].format().splitlines()[0] if error.problems else "invalid spec"
+    dag = DAG(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=DEFAULT_START_DATE,
+        catchup=False,
+        description=f"INVALID SPEC: {first}"[:500],
+        tags=[MLPIPE_TAG, INVALID_TAG],
+        doc_md=(
+            "## This pipeline spec is invalid\n\nThe pipeline will not run until the spec is fixed. "
+            "Run `mlpipe validate` on it locally.\n\n```\n" + error.format() + "\n```\n"
+        ),
+        is_paused_upon_creation=True,
+    )
+    with dag:
+        PythonOperator(task_id="invalid_spec", python_callable=_fail_invalid_spec, op_args=[error.format()])
+    return dag
+
+
+def _fail_invalid_spec(message: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(f"the pipeline spec is invalid:\n{message}")
+
+
+def _dag_id_for(name: str) -> str:
+    """The spec's name when it is a valid dag_id, else a safe id derived from the file name."""
+    return name if re.fullmatch(r"[A-Za-z0-9_.-]{1,250}", name) else re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:250] or "_"
+
+
+def _start_date(value: Any) -> datetime:
+    if value is None:
+        return DEFAULT_START_DATE
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+
+
+def _outlets(component_name: str, config: dict[str, Any], pipeline: str) -> list[Any]:
+    component = resolve_component(component_name)
+    try:
+        validated = component.config_model.model_validate(config)
+    except Exception:
+        return []  # templated values: the config is validated again at run time
+    return component.assets(validated, pipeline)
+
+
+def _doc_md(pipeline: Pipeline) -> str:
+    rendered = json.dumps(pipeline.render(), indent=2, default=str)
+    description = pipeline.metadata.description
+    return (
+        f"{description}\n\n"
+        f"* version: `{pipeline.version}`\n* environment: `{pipeline.environment}`\n"
+        f"* config version: `{pipeline.config_version}`\n"
+        f"* spec: {', '.join(f'`{os.path.basename(s)}`' for s in pipeline.sources)}\n\n"
+        f"### Resolved spec\n\n```json\n{rendered}\n```\n"
+    )

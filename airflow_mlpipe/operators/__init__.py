@@ -1,0 +1,1 @@
+"""Operators the DAG factory builds pipelines from."""

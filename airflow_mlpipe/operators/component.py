@@ -1,0 +1,193 @@
+"""``ComponentOperator``: runs one pipeline stage by handing its config to a component."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from pydantic import ValidationError
+
+from airflow_mlpipe import settings
+from airflow_mlpipe.artifacts import stage_artifact_dir
+from airflow_mlpipe.component import ComponentContext, StageOutputs, resolve_component
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+OVERRIDES_PARAM = "overrides"
+ERROR_XCOM_KEY = "mlpipe_error"
+
+
+@dataclass(frozen=True)
+class PipelineRef:
+    """What a task needs to know about the pipeline it belongs to."""
+
+    name: str
+    version: str
+    config_version: str
+    environment: str
+    sources: tuple[str, ...]
+
+
+def stage_overrides(context: Context, stage: str, stages: Sequence[str]) -> dict[str, Any]:
+    """The trigger-time config overrides for ``stage`` from the run's conf.
+
+    A run triggered with ``{"overrides": {"train": {"epochs": 5}}}`` runs ``train`` with
+    ``epochs: 5``. Overrides naming a stage the pipeline does not have fail the run rather than
+    being silently ignored.
+    """
+    dag_run = context.get("dag_run")
+    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
+    overrides = conf.get(OVERRIDES_PARAM) or {}
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"'{OVERRIDES_PARAM}' in the run's conf must map stage names to config overrides")
+    unknown = sorted(set(overrides) - set(stages))
+    if unknown:
+        raise ValueError(f"'{OVERRIDES_PARAM}' names unknown stages {unknown}; stages are {list(stages)}")
+    stage_override = overrides.get(stage) or {}
+    if not isinstance(stage_override, Mapping):
+        raise ValueError(f"'{OVERRIDES_PARAM}.{stage}' must be a mapping of config keys to values")
+    return dict(stage_override)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = deep_merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class ComponentOperator(BaseOperator):
+    """
+    Run one pipeline stage: resolve its component, validate and template its config, call ``run``.
+
+    The component is resolved at execute time (parsing only checked that it exists and is
+    allowed). ``config`` is a template field, so ``"{{ data_interval_start }}"`` works anywhere in
+    it. Trigger-time overrides from the run's conf are applied after templating and validated
+    with the component's ``Config`` like the rest. The return value (the XCom) holds artifact
+    URIs and metrics only; data moves between stages as artifacts in object storage.
+
+    :param component: the component string, e.g. ``data.extract.database``
+    :param config: the stage's config from the spec (templated)
+    :param pipeline: the pipeline this stage belongs to
+    :param stages: every stage name of the pipeline, to check override names against
+    """
+
+    template_fields: Sequence[str] = ("config",)
+    template_fields_renderers = {"config": "json"}
+    ui_color = "#e8f4fd"
+
+    def __init__(
+        self,
+        *,
+        component: str,
+        config: dict[str, Any],
+        pipeline: PipelineRef,
+        stages: Sequence[str],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.component = component
+        self.config = config
+        self.pipeline = pipeline
+        self.stages = tuple(stages)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            outputs = self._run_component(context)
+        except Exception as exc:
+            # The execution record and the failure e-mail quote this.
+            context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        self.log.info("Stage '%s' finished in %.2f s", self.task_id, time.monotonic() - started)
+        return outputs.model_dump()
+
+    def _run_component(self, context: Context) -> StageOutputs:
+        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.log import redact
+
+        component = resolve_component(self.component)
+        self.log.info("Component: %s (%s)", self.component, component.module.__name__)
+        try:
+            overrides = stage_overrides(context, self.task_id, self.stages)
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from None
+        if overrides:
+            self.log.info("Trigger-time overrides: %s", _as_json(redact(overrides)))
+        raw_config = deep_merge(self.config, overrides)
+        try:
+            config = component.config_model.model_validate(raw_config)
+        except ValidationError as exc:
+            # Retrying cannot fix a bad config: fail without retries.
+            raise AirflowFailException(f"invalid config for stage '{self.task_id}':\n{exc}") from None
+        self.log.info("Config: %s", _as_json(redact(config.model_dump(mode="json"))))
+
+        ti = context["ti"]
+        inputs = {
+            upstream: StageOutputs.model_validate(ti.xcom_pull(task_ids=upstream) or {})
+            for upstream in sorted(self.upstream_task_ids)
+        }
+        for upstream, upstream_outputs in inputs.items():
+            self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.model_dump()))
+
+        artifact_dir = stage_artifact_dir(settings.artifact_root(), self.pipeline.name, ti.run_id, self.task_id)
+        if artifact_dir.exists():
+            artifact_dir.rmdir(recursive=True)  # a retry or a cleared task replaces its outputs
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        self.log.info("Artifact dir: %s", artifact_dir)
+
+        component_context = ComponentContext(
+            pipeline=self.pipeline.name,
+            pipeline_version=self.pipeline.version,
+            config_version=self.pipeline.config_version,
+            environment=self.pipeline.environment,
+            stage=self.task_id,
+            run_id=ti.run_id,
+            git_commit=resolve_git_commit(context, self.pipeline.sources),
+            inputs=inputs,
+            artifact_dir=artifact_dir,
+            airflow_context=context,
+            log=self.log,  # type: ignore[arg-type]
+            outlet_events=context.get("outlet_events"),
+        )
+        result = component.run(config, component_context)
+        try:
+            outputs = StageOutputs.model_validate(result or {})
+        except ValidationError as exc:
+            raise AirflowFailException(
+                f"component '{self.component}' returned {result!r}; expected "
+                f"{{'artifacts': {{name: uri}}, 'metrics': {{name: number}}}}:\n{exc}"
+            ) from None
+        for name, uri in outputs.artifacts.items():
+            self.log.info("Artifact %s: %s", name, uri)
+        for name, value in outputs.metrics.items():
+            self.log.info("Metric %s = %s", name, value)
+        return outputs
+
+
+def resolve_git_commit(context: Mapping[str, Any], sources: Sequence[str]) -> str:
+    """The DAG bundle's version when the bundle has one (GitDagBundle), else the spec's repo HEAD."""
+    from airflow_mlpipe.git import UNKNOWN, head_commit
+
+    bundle = getattr(context.get("ti"), "bundle_instance", None)
+    version = getattr(bundle, "version", None)
+    if version:
+        return str(version)
+    for source in sources:
+        commit = head_commit(source)
+        if commit:
+            return commit
+    return UNKNOWN
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)

@@ -1,0 +1,122 @@
+"""``ExecutionRecordOperator``: the last task of every pipeline run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, TriggerRule
+
+from airflow_mlpipe import __version__, settings
+from airflow_mlpipe.component import StageOutputs
+from airflow_mlpipe.operators.component import ERROR_XCOM_KEY, OVERRIDES_PARAM, PipelineRef, resolve_git_commit
+from airflow_mlpipe.record import ExecutionRecord, classify_stages, triggered_by
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class ExecutionRecordOperator(BaseOperator):
+    """
+    Write the run's :class:`~airflow_mlpipe.record.ExecutionRecord` as this task's XCom.
+
+    Runs whatever happened upstream (trigger rule ``all_done``). When a stage failed it still
+    writes the record, e-mails ``notify_on_failure`` once, and then fails itself: as the DAG's only
+    leaf, a successful record task would otherwise mark a failed run successful.
+
+    :param pipeline: the pipeline this run belongs to
+    :param stages: the pipeline's stage names, in spec order
+    :param notify_on_failure: addresses for the failure e-mail
+    """
+
+    ui_color = "#fdf2e8"
+
+    def __init__(
+        self,
+        *,
+        pipeline: PipelineRef,
+        stages: Sequence[str],
+        notify_on_failure: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.stages = list(stages)
+        self.notify_on_failure = list(notify_on_failure)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        record = self.build_record(context)
+        ti = context["ti"]
+        value = record.model_dump(mode="json")
+        ti.xcom_push(key="return_value", value=value)
+        self.log.info(
+            "Execution record: completed=%s failed=%s skipped=%s",
+            record.stages_completed,
+            record.stages_failed,
+            record.stages_skipped,
+        )
+        if record.succeeded:
+            return value
+        if record.stages_failed:
+            self._notify(record, context)
+        raise AirflowFailException(
+            f"pipeline '{record.pipeline}' did not complete: failed={record.stages_failed} "
+            f"skipped={record.stages_skipped}; the execution record was written"
+        )
+
+    def build_record(self, context: Context) -> ExecutionRecord:
+        from airflow import __version__ as airflow_version
+
+        ti = context["ti"]
+        dag_run = context["dag_run"]
+        breadcrumbs = {b["task_id"]: b for b in ti.get_task_breadcrumbs(ti.dag_id, ti.run_id)}
+        states = {stage: breadcrumbs.get(stage, {}).get("state") for stage in self.stages}
+        completed, failed, skipped = classify_stages(self.stages, states)
+        outputs = {
+            stage: StageOutputs.model_validate(ti.xcom_pull(task_ids=stage) or {}) for stage in completed
+        }
+        errors = {stage: str(ti.xcom_pull(task_ids=stage, key=ERROR_XCOM_KEY) or "") for stage in failed}
+        durations = {
+            stage: round(float(breadcrumbs[stage]["duration"]), 3)
+            for stage in self.stages
+            if breadcrumbs.get(stage, {}).get("duration") is not None
+        }
+        conf = dag_run.conf or {}
+        return ExecutionRecord(
+            pipeline=self.pipeline.name,
+            pipeline_version=self.pipeline.version,
+            config_version=self.pipeline.config_version,
+            environment=self.pipeline.environment,
+            execution_id=ti.run_id,
+            timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            git_commit=resolve_git_commit(context, self.pipeline.sources),
+            triggered_by=triggered_by(dag_run.run_type),
+            triggered_by_user=getattr(dag_run, "triggering_user_name", None),
+            stages_completed=completed,
+            stages_failed=failed,
+            stages_skipped=skipped,
+            outputs=outputs,
+            stage_durations=durations,
+            errors=errors,
+            overrides=dict(conf.get(OVERRIDES_PARAM) or {}),
+            airflow_version=airflow_version,
+            mlpipe_version=__version__,
+        )
+
+    def _notify(self, record: ExecutionRecord, context: Context) -> None:
+        if not self.notify_on_failure:
+            return
+        from airflow_mlpipe.notifications.failure import send_failure_email
+
+        try:
+            send_failure_email(record, self.notify_on_failure, settings.smtp_conn_id(), context)
+        except Exception:
+            # A mail outage must not cost the run its record or change its outcome.
+            self.log.exception("Could not send the failure e-mail to %s", self.notify_on_failure)
+        else:
+            self.log.info("Sent the failure e-mail to %s", self.notify_on_failure)

@@ -1,0 +1,74 @@
+"""The execution record: what ran, from which spec and commit, who started it, what came out.
+
+Built by the ``execution_record`` task at the end of every run (success or not) and stored as
+that task's XCom (``return_value``). Pure functions here; the operator gathers the inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_mlpipe.component import StageOutputs
+
+RECORD_TASK_ID = "execution_record"
+
+_COMPLETED_STATES = {"success"}
+_FAILED_STATES = {"failed"}
+_TRIGGERED_BY = {
+    "scheduled": "schedule",
+    "manual": "manual",
+    "backfill": "backfill",
+    "asset_triggered": "asset",
+    "asset_materialization": "asset",
+    "operator_triggered": "manual",
+}
+
+
+class ExecutionRecord(BaseModel):
+    """One pipeline run, for auditing (the seed's ``ExecutionRecord``, extended)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: str
+    pipeline_version: str
+    config_version: str
+    environment: str
+    execution_id: str = Field(description="the Airflow run id")
+    timestamp: str = Field(description="when the record was written (ISO 8601, UTC)")
+    git_commit: str
+    triggered_by: str = Field(description="schedule, manual, api, backfill or asset")
+    triggered_by_user: str | None = None
+    stages_completed: list[str]
+    stages_failed: list[str]
+    stages_skipped: list[str] = Field(description="upstream-failed, skipped or not run")
+    outputs: dict[str, StageOutputs] = Field(description="stage -> artifacts and metrics")
+    stage_durations: dict[str, float] = Field(description="stage -> seconds")
+    errors: dict[str, str] = Field(default_factory=dict, description="failed stage -> error")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="trigger-time config overrides")
+    airflow_version: str
+    mlpipe_version: str
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.stages_failed and not self.stages_skipped
+
+
+def triggered_by(run_type: str | None) -> str:
+    """Map Airflow's run type to the record's vocabulary.
+
+    The Task SDK exposes the run type but not whether a manual run came from the UI, the CLI or
+    the REST API, so all manual runs are ``manual``; ``triggered_by_user`` says who.
+    """
+    value = getattr(run_type, "value", run_type)
+    return _TRIGGERED_BY.get(str(value), str(value))
+
+
+def classify_stages(stages: list[str], states: Mapping[str, str | None]) -> tuple[list[str], list[str], list[str]]:
+    """Split stages into completed, failed and skipped (anything else, e.g. upstream_failed)."""
+    completed = [s for s in stages if states.get(s) in _COMPLETED_STATES]
+    failed = [s for s in stages if states.get(s) in _FAILED_STATES]
+    skipped = [s for s in stages if s not in completed and s not in failed]
+    return completed, failed, skipped
