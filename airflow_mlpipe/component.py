@@ -150,7 +150,7 @@ def _resolve(name: str, allowed_prefixes: tuple[str, ...]) -> Component:
 
 def _module_path(name: str, allowed_prefixes: tuple[str, ...]) -> str:
     builtin = f"{BUILTIN_PACKAGE}.{name}"
-    if _module_exists(builtin):
+    if not _is_private(name) and _module_exists(builtin):
         return builtin
     entry_points = _entry_points()
     if name in entry_points:
@@ -188,9 +188,14 @@ def _builtin_names() -> tuple[str, ...]:
     package = importlib.import_module(BUILTIN_PACKAGE)
     names = []
     for info in pkgutil.walk_packages(package.__path__, prefix=f"{BUILTIN_PACKAGE}."):
-        if not info.ispkg:
+        if not info.ispkg and not _is_private(info.name):
             names.append(info.name.removeprefix(f"{BUILTIN_PACKAGE}."))
     return tuple(sorted(names))
+
+
+def _is_private(module_path: str) -> bool:
+    """Helper modules such as ``components/_split.py`` are shared code, not components."""
+    return any(part.startswith("_") for part in module_path.split("."))
 
 
 def _builtin_namespaces() -> set[str]:

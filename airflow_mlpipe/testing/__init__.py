@@ -1,0 +1,5 @@
+"""Helpers for testing pipeline specs; the pytest plugin exposes them as fixtures."""
+
+from airflow_mlpipe.testing.sandbox import AirflowSandbox, PipelineRun
+
+__all__ = ["AirflowSandbox", "PipelineRun"]

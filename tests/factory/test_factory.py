@@ -1,0 +1,153 @@
+"""The DAG factory, checked in-process: DagBag parsing, DAG shape, isolation of broken specs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from airflow_mlpipe.factory import INVALID_TAG, MLPIPE_TAG, build_dags
+from airflow_mlpipe.record import RECORD_TASK_ID
+
+REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+GOOD_SPEC = """\
+name: {name}
+version: 1.2.0
+metadata:
+  owner: team-a
+  description: a test pipeline
+  tags: [unit]
+  schedule: "@daily"
+stages:
+  - name: first
+    component: mlpipe_test_steps.steps
+    config: {{value: 1}}
+  - name: second
+    component: mlpipe_test_steps.steps
+    dependencies: [first]
+"""
+
+
+def test_repo_dags_folder_parses_without_import_errors(mlpipe_check_dags):
+    bag = mlpipe_check_dags(REPO_DAGS)
+
+    assert set(bag.dag_ids) == {"recommender_training", "user_engagement_features"}
+
+
+def test_reference_dag_follows_the_spec(mlpipe_check_dags):
+    dag = mlpipe_check_dags(REPO_DAGS).dags["recommender_training"]
+
+    assert dag.schedule == "0 3 * * *"
+    assert dag.catchup is False
+    assert dag.owner == "recommendations-team"
+    assert dag.description == "Collaborative filtering for content recommendations"
+    assert set(dag.tags) == {"recommender", MLPIPE_TAG, "v3.2.1"}
+    assert '"config_version"' in dag.doc_md and "Resolved spec" in dag.doc_md
+    stages = ["extract", "transform_features", "train", "evaluate", "register"]
+    assert set(dag.task_ids) == {*stages, RECORD_TASK_ID}
+    for upstream, downstream in zip(stages, stages[1:], strict=False):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    record = dag.get_task(RECORD_TASK_ID)
+    assert record.upstream_task_ids == set(stages)
+    assert record.trigger_rule == "all_done"
+    train = dag.get_task("train")
+    assert train.retries == 1  # from defaults
+    assert train.retry_delay == timedelta(minutes=5)
+    assert train.execution_timeout == timedelta(hours=1)
+    assert dag.get_task("extract").config["parameters"]["cutoff"] == "{{ macros.ds_add(ds, -90) }}"
+
+
+def test_overlay_for_the_configured_environment_is_applied(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__MLPIPE__ENVIRONMENT", "production")
+
+    dag = build_dags(REPO_DAGS / "pipelines")["recommender_training"]
+
+    assert dag.get_task("register").config["registry"] == "s3://models/acme/"
+    assert dag.get_task("train").retries == 3
+    assert dag.get_task("extract").config["batch_size"] == 50000
+    assert "`production`" in dag.doc_md
+
+
+def test_registry_stage_declares_the_model_asset(mlpipe_check_dags):
+    register = mlpipe_check_dags(REPO_DAGS).dags["recommender_training"].get_task("register")
+
+    assert [asset.uri for asset in register.outlets] == ["file:///tmp/mlpipe/models/acme/recommender_training"]
+
+
+def test_broken_spec_becomes_a_placeholder_and_hides_no_other_pipeline(
+    tmp_path, write_spec, allow_test_components
+):
+    write_spec("good_one", GOOD_SPEC.format(name="good_one"))
+    write_spec("good_two", GOOD_SPEC.format(name="good_two"))
+    folder = write_spec("broken", GOOD_SPEC.format(name="broken").replace("dependencies: [first]", "dependencies: [frist]"))
+
+    dags = build_dags(folder)
+
+    assert set(dags) == {"good_one", "good_two", "broken"}
+    assert INVALID_TAG not in dags["good_one"].tags
+    placeholder = dags["broken"]
+    assert INVALID_TAG in placeholder.tags
+    assert placeholder.schedule is None
+    assert placeholder.task_ids == ["invalid_spec"]
+    assert placeholder.is_paused_upon_creation is True
+    assert f"{folder / 'broken.yaml'}:14:20" in placeholder.description
+    assert "unknown stage 'frist'" in placeholder.doc_md and "did you mean 'first'?" in placeholder.doc_md
+
+
+def test_yaml_syntax_error_placeholder_keeps_the_file_name_as_dag_id(write_spec, allow_test_components):
+    write_spec("good_one", GOOD_SPEC.format(name="good_one"))
+    folder = write_spec("half_written", "name: half_written\nversion: [1.0\n")
+
+    dags = build_dags(folder)
+
+    assert set(dags) == {"good_one", "half_written"}
+    assert "YAML syntax error" in dags["half_written"].doc_md
+
+
+def test_dagbag_shows_a_broken_spec_without_import_errors(tmp_path, write_spec, allow_test_components, mlpipe_check_dags):
+    from airflow.dag_processing.dagbag import DagBag
+
+    folder = write_spec("good_one", GOOD_SPEC.format(name="good_one"))
+    write_spec("broken", "name: broken\n")
+    dags_folder = tmp_path / "dags"
+    dags_folder.mkdir()
+    (dags_folder / "loader.py").write_text(
+        f"from airflow_mlpipe.factory import build_dags\nglobals().update(build_dags({str(folder)!r}))\n"
+    )
+
+    bag = DagBag(dag_folder=str(dags_folder))
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {"good_one", "broken"}
+    with pytest.raises(pytest.fail.Exception, match="missing required field 'version'"):
+        mlpipe_check_dags(dags_folder)
+
+
+def test_worker_parse_builds_only_the_task_dag(monkeypatch, write_spec, allow_test_components):
+    write_spec("wanted", GOOD_SPEC.format(name="wanted"))
+    # A spec the worker must not even read: unreadable bytes would give a placeholder if it did.
+    folder = write_spec("other", GOOD_SPEC.format(name="other"))
+    (folder / "broken_other.yaml").write_bytes(b"\xff\xfe not yaml")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "wanted")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "first")
+
+    dags = build_dags(folder)
+
+    assert list(dags) == ["wanted"]
+
+
+def test_component_outside_the_allowed_set_is_never_imported(tmp_path, write_spec, monkeypatch):
+    marker = tmp_path / "imported.marker"
+    module_dir = tmp_path / "evil"
+    module_dir.mkdir()
+    (module_dir / "evil_component.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(module_dir))
+    folder = write_spec("sneaky", GOOD_SPEC.format(name="sneaky").replace("mlpipe_test_steps.steps", "evil_component"))
+
+    dags = build_dags(folder)
+
+    assert INVALID_TAG in dags["sneaky"].tags
+    assert "is not allowed" in dags["sneaky"].doc_md
+    assert not marker.exists()
