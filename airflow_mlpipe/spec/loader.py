@@ -80,8 +80,10 @@ def load_folder(
     for name, problems in discovery_problems.items():
         result.errors[name] = SpecError(problems)
     for name, candidates in specs.items():
+        # A name with a stray overlay is reported once, with every problem, and is not loaded.
+        earlier = discovery_problems.get(name, [])
         if len(candidates) > 1:
-            result.errors[name] = SpecError(
+            duplicates = [
                 Problem(
                     f"{len(candidates)} spec files define the pipeline '{name}': "
                     + ", ".join(str(c.base) for c in candidates),
@@ -90,13 +92,17 @@ def load_folder(
                     "pipeline names are dag_ids and must be unique: rename one of the files and its 'name'",
                 )
                 for c in candidates
-            )
+            ]
+            result.errors[name] = SpecError([*earlier, *duplicates])
             continue
         result.files[name] = candidates[0]
         try:
-            result.pipelines[name] = _load(candidates[0], environment, component_modules)
+            pipeline = _load(candidates[0], environment, component_modules)
         except SpecError as exc:
-            result.errors[name] = exc
+            result.errors[name] = SpecError(earlier + exc.problems) if earlier else exc
+        else:
+            if not earlier:
+                result.pipelines[name] = pipeline
     return result
 
 
@@ -142,7 +148,7 @@ def read_spec(files: SpecFiles, environment: str) -> Any:
     data = read_yaml_file(files.base)
     overlay = files.overlays.get(environment)
     if overlay is not None:
-        data = merge_overlay(data, read_yaml_file(overlay))
+        data = merge_overlay(data, read_yaml_file(overlay), str(overlay))
     return data
 
 
@@ -338,15 +344,16 @@ def _validation_problems(
     seen: set[str] = set()
     for error in exc.errors(include_url=False):
         value = error.get("input")
-        if skip_templated and isinstance(value, str) and TEMPLATE_MARKER in value:
-            continue  # rendered at run time, then validated again
+        kind = error["type"]
+        templated = isinstance(value, str) and TEMPLATE_MARKER in value
+        if skip_templated and templated and kind != "extra_forbidden":
+            continue  # rendered at run time, then validated again (an unknown key stays unknown)
         loc = (*prefix, *error["loc"])
         found, location, key_location, parent_location = _locate(data, loc)
         field_path = _field_path(data, loc, found)
         if field_path in seen:  # a union reports once per member; the first says enough
             continue
         seen.add(field_path)
-        kind = error["type"]
         suggestion = ""
         if kind == "extra_forbidden":
             key = str(loc[-1])
@@ -393,8 +400,10 @@ def _field_path(data: Any, loc: tuple[Any, ...], found: int) -> str:
     text = ""
     node = data
     for i, part in enumerate(loc):
-        if i > found:
-            break  # pydantic's own parts (union member names) after a missing key
+        if i > found or (i == found and (i < len(loc) - 1 or not isinstance(node, dict))):
+            # Past what the spec holds, only a missing key (the last part, in a mapping) is named;
+            # pydantic's own parts (union members such as 'date', '[key]') are not.
+            break
         if isinstance(part, int):
             name = node[part].get("name") if isinstance(node, list) and isinstance(node[part], dict) else None
             text += f"[{name}]" if isinstance(name, str) and text == "stages" else f"[{part}]"

@@ -22,6 +22,7 @@ from pydantic import (
     EmailStr,
     Field,
     PrivateAttr,
+    TypeAdapter,
     WithJsonSchema,
 )
 
@@ -43,6 +44,13 @@ _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 def _parse_duration(value: Any) -> Any:
     """Accept seconds (``300``) or a compact string (``90s``, ``5m``, ``1h30m``, ``2d``)."""
+    try:
+        return _duration(value)
+    except OverflowError:  # .inf, or more days than timedelta holds
+        raise ValueError(f"'{value}' is too long for a duration") from None
+
+
+def _duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '5m'")
     if isinstance(value, int | float):
@@ -224,5 +232,18 @@ class Pipeline(_Model):
 
     def to_yaml(self) -> str:
         """The spec as YAML, without values left at their defaults; reads back to an equal model."""
-        data = self.model_dump(mode="json", exclude_defaults=True)
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        # Python mode keeps dates and datetimes (in start_date and in stage configs) YAML
+        # timestamps; JSON mode would turn them into strings, and a midnight datetime would read
+        # back as a date. Only durations need a text form.
+        data = self.model_dump(mode="python", exclude_defaults=True)
+        return yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True)
+
+
+class _SpecDumper(yaml.SafeDumper):
+    """Safe YAML, plus durations as ISO 8601 (which :data:`Duration` reads back)."""
+
+
+_SpecDumper.add_representer(
+    timedelta,
+    lambda dumper, value: dumper.represent_str(TypeAdapter(timedelta).dump_python(value, mode="json")),
+)

@@ -15,11 +15,22 @@ from airflow_mlpipe.spec.reader import LocatedDict, LocatedList
 REMOVE_KEY = "remove"
 
 
-def merge_overlay(base: Any, overlay: Any) -> Any:
-    """The spec ``base`` with ``overlay`` applied, or :class:`SpecError` for overlay mistakes."""
+def merge_overlay(base: Any, overlay: Any, overlay_file: str = "<overlay>") -> Any:
+    """The spec ``base`` with ``overlay`` applied, or :class:`SpecError` for overlay mistakes.
+
+    ``overlay_file`` locates the error when the overlay is a bare scalar (which has no location).
+    """
     if not isinstance(overlay, LocatedDict):
-        location = getattr(overlay, "location", None)
-        raise SpecError([Problem("an overlay must be a mapping of fields to override", location)])
+        location = getattr(overlay, "location", None) or Location(overlay_file, 1, 1)
+        raise SpecError(
+            [
+                Problem(
+                    "an overlay must be a mapping of fields to override",
+                    location,
+                    suggestion="write the fields to change as they appear in the base spec",
+                )
+            ]
+        )
     if not isinstance(base, LocatedDict):
         return base  # the base's own shape error is reported when it is validated
     problems: list[Problem] = []
@@ -79,7 +90,7 @@ def _merge_stages(base: LocatedList, overlay: LocatedList, problems: list[Proble
                     )
                 )
                 continue
-            stages.append((item, item_location))
+            stages.append((_without(item, REMOVE_KEY) if REMOVE_KEY in item else item, item_location))
             by_name[name] = len(stages) - 1
         elif removing:
             extra = set(item) - {"name", REMOVE_KEY}

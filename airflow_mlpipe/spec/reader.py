@@ -81,6 +81,10 @@ def read_yaml_file(path: Path) -> Any:
 
 def parse_yaml(raw: bytes | str, file: str) -> Any:
     """Parse YAML text (bytes are decoded as UTF-8) into located plain data."""
+    if isinstance(raw, str):
+        # Checked as bytes, like a file: the size limit counts bytes, and a lone surrogate (which
+        # UTF-8 cannot encode) is reported as an invalid byte instead of crashing the parser.
+        raw = raw.encode("utf-8", "surrogatepass")
     if len(raw) > MAX_FILE_BYTES:
         raise SpecError(
             [
@@ -91,30 +95,41 @@ def parse_yaml(raw: bytes | str, file: str) -> Any:
                 )
             ]
         )
-    if isinstance(raw, bytes):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw.count(b"\n", 0, exc.start) + 1
-            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-            raise SpecError(
-                [
-                    Problem(
-                        f"byte 0x{raw[exc.start]:02x} is not valid UTF-8",
-                        Location(file, line, column),
-                        suggestion="save the file as UTF-8",
-                    )
-                ]
-            ) from None
-    else:
-        text = raw
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(
+            [
+                Problem(
+                    f"byte 0x{raw[exc.start]:02x} is not valid UTF-8",
+                    Location(file, line, column),
+                    suggestion="save the file as UTF-8",
+                )
+            ]
+        ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        raise SpecError([_syntax_problem(exc, file)]) from None
-    except yaml.YAMLError as exc:  # errors without a position (e.g. a reader error)
+        raise SpecError([_syntax_problem(exc, file, text)]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; position is a byte offset
+        before = text.encode("utf-8")[: exc.position]
+        line = before.count(b"\n") + 1
+        column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        message = str(exc).split("\n")[0]
+        raise SpecError(
+            [
+                Problem(
+                    f"invalid YAML: {message}",
+                    Location(file, line, column),
+                    suggestion="remove the character, or write it as an escape in a double-quoted string",
+                )
+            ]
+        ) from None
+    except yaml.YAMLError as exc:  # errors without a position
         raise SpecError([Problem(f"invalid YAML: {exc}", Location(file, 1, 1))]) from None
     except RecursionError:
         raise SpecError(
@@ -134,14 +149,17 @@ def parse_yaml(raw: bytes | str, file: str) -> Any:
     return _Builder(file).build(node)
 
 
-def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+def _syntax_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     location = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
     message = exc.problem or "invalid YAML"
     if exc.context:
         message = f"{exc.context}; {message}"
     suggestion = ""
-    if "\\t" in message or "'\t'" in message:
+    # libyaml (the C loader) does not quote the offending character: look at the text itself.
+    index = getattr(mark, "index", None)
+    at_mark = text[index : index + 1] if isinstance(index, int) else ""
+    if "\\t" in message or "'\t'" in message or "tab character" in message or at_mark == "\t":
         suggestion = "YAML indents with spaces, not tabs: replace the tab with spaces"
     elif "mapping values are not allowed" in message:
         suggestion = "quote values that contain ': ' or check the indentation of this line"
@@ -161,10 +179,10 @@ class _Builder:
     def location(self, node: yaml.Node) -> Location:
         return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
 
-    def fail(self, node: yaml.Node, message: str, suggestion: str = "") -> SpecError:
-        return SpecError([Problem(message, self.location(node), suggestion=suggestion)])
+    def fail(self, node: yaml.Node, message: str, suggestion: str = "", path: str = "") -> SpecError:
+        return SpecError([Problem(message, self.location(node), path, suggestion)])
 
-    def build(self, node: yaml.Node, depth: int = 0) -> Any:
+    def build(self, node: yaml.Node, depth: int = 0, path: str = "") -> Any:
         self.values += 1
         if self.values > MAX_VALUES:
             raise self.fail(
@@ -177,42 +195,49 @@ class _Builder:
             raise self.fail(node, f"the document is nested more than {MAX_DEPTH} levels deep")
         if isinstance(node, yaml.ScalarNode):
             if node.tag not in _SCALAR_TAGS:
-                raise self._bad_tag(node)
+                raise self._bad_tag(node, path)
             try:
                 return self.constructor.construct_object(node, deep=True)
-            except (yaml.constructor.ConstructorError, ValueError) as exc:
-                raise self.fail(node, f"invalid value {node.value!r}: {exc}") from None
+            # PyYAML's constructors trust the resolver: an explicit tag on a bad value ('!!bool abc',
+            # '!!int ""', '!!timestamp x') raises KeyError, IndexError or AttributeError.
+            except Exception as exc:
+                tag = node.tag.replace(_CORE_TAG, "!!")
+                reason = exc if isinstance(exc, ValueError) else f"not a valid {tag}"
+                raise self.fail(node, f"invalid value {node.value!r}: {reason}", path=path) from None
         if isinstance(node, yaml.SequenceNode):
             if node.tag not in _SEQUENCE_TAGS:
-                raise self._bad_tag(node)
+                raise self._bad_tag(node, path)
             sequence = LocatedList(self.location(node))
-            for item in node.value:
-                sequence.add(self.build(item, depth + 1), self.location(item))
+            for index, item in enumerate(node.value):
+                sequence.add(self.build(item, depth + 1, f"{path}[{index}]"), self.location(item))
             return sequence
         if isinstance(node, yaml.MappingNode):
             if node.tag not in _MAPPING_TAGS:
-                raise self._bad_tag(node)
-            return self._mapping(node, depth)
+                raise self._bad_tag(node, path)
+            return self._mapping(node, depth, path)
         raise self.fail(node, f"unsupported YAML node {type(node).__name__}")  # pragma: no cover
 
-    def _mapping(self, node: yaml.MappingNode, depth: int) -> LocatedDict:
+    def _mapping(self, node: yaml.MappingNode, depth: int, path: str) -> LocatedDict:
         mapping = LocatedDict(self.location(node))
         merged: LocatedDict | None = None
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                merged = self._merge_sources(value_node, depth)
+                merged = self._merge_sources(value_node, depth, path)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                raise self.fail(key_node, "mapping keys must be plain scalars, not lists or mappings")
-            key = self.build(key_node, depth + 1)
+                message = "mapping keys must be plain scalars, not lists or mappings"
+                raise self.fail(key_node, message, path=path)
+            key = self.build(key_node, depth + 1, path)
+            key_path = f"{path}.{key}" if path else str(key)
             if key in mapping:
                 first = mapping.key_locations[key]
                 raise self.fail(
                     key_node,
                     f"duplicate key '{key}' (first written at line {first.line})",
-                    suggestion="remove one of them; YAML keeps only the last, which hides mistakes",
+                    "remove one of them; YAML keeps only the last, which hides mistakes",
+                    key_path,
                 )
-            value = self.build(value_node, depth + 1)
+            value = self.build(value_node, depth + 1, key_path)
             mapping.set(key, value, self.location(key_node), self.location(value_node))
         if merged is not None:
             # Explicit keys win over merged ones ('<<' semantics).
@@ -221,23 +246,23 @@ class _Builder:
                     mapping.set(key, value, merged.key_locations[key], merged.value_locations[key])
         return mapping
 
-    def _merge_sources(self, node: yaml.Node, depth: int) -> LocatedDict:
+    def _merge_sources(self, node: yaml.Node, depth: int, path: str) -> LocatedDict:
         sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
         merged = LocatedDict(self.location(node))
         for source in sources:
             if not isinstance(source, yaml.MappingNode):
-                raise self.fail(source, "'<<' merges mappings only")
-            built = self.build(source, depth + 1)
+                raise self.fail(source, "'<<' merges mappings only", path=path)
+            built = self.build(source, depth + 1, path)
             for key, value in built.items():
                 if key not in merged:
                     merged.set(key, value, built.key_locations[key], built.value_locations[key])
         return merged
 
-    def _bad_tag(self, node: yaml.Node) -> SpecError:
+    def _bad_tag(self, node: yaml.Node, path: str) -> SpecError:
         tag = node.tag.replace(_CORE_TAG, "!!")
         return self.fail(
             node,
             f"the tag '{tag}' is not allowed",
-            suggestion="specs hold plain data (strings, numbers, booleans, lists, mappings); "
-            "remove the tag",
+            "specs hold plain data (strings, numbers, booleans, lists, mappings); remove the tag",
+            path,
         )
