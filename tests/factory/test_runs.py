@@ -1,0 +1,186 @@
+"""Pipelines run for real with ``airflow dags test`` on SQLite: records, overrides, failure e-mails."""
+
+from __future__ import annotations
+
+import email
+import json
+import socket
+import subprocess
+from email.message import Message
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from airflow_mlpipe import __version__
+
+pytestmark = pytest.mark.airflow
+
+TINY = """\
+name: tiny
+version: 2.0.1
+metadata:
+  owner: team-tiny
+  schedule: null
+  notify_on_failure: ["owner@example.com", "oncall@example.com"]
+stages:
+  - name: first
+    component: mlpipe_test_steps.steps
+    config: {{value: 3, label: "{{{{ ds }}}}"}}
+  - name: second
+    component: mlpipe_test_steps.steps
+    config: {{value: 5}}
+    dependencies: [first]
+  - name: third
+    component: mlpipe_test_steps.steps
+    config: {{fail: {fail}}}
+    dependencies: [first]
+    retries: 1
+    retry_delay: 1
+  - name: fourth
+    component: mlpipe_test_steps.steps
+    dependencies: [third]
+"""
+
+
+class SmtpSink:
+    """A real SMTP server on loopback (aiosmtpd) that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[tuple[list[str], Message]] = []
+        with socket.socket() as probe:  # aiosmtpd cannot report the port it got for port=0
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's handler hook
+        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
+        return "250 OK"
+
+    def connection_env(self) -> dict[str, str]:
+        connection = {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "mlpipe@example.com", "timeout": 10},
+        }
+        return {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(connection)}
+
+
+@pytest.fixture
+def smtp_sink():
+    sink = SmtpSink()
+    sink.controller.start()
+    yield sink
+    sink.controller.stop()
+
+
+@pytest.fixture
+def git_spec_repo(tmp_path: Path) -> Path:
+    """A git repository holding the specs, committed, as a team's repo would be."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    return repo
+
+
+def commit_all(repo: Path) -> str:
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "specs"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def html_part(message: Message) -> str:
+    for part in message.walk():
+        if part.get_content_type() == "text/html":
+            return part.get_payload(decode=True).decode()
+    raise AssertionError("no HTML part in the e-mail")
+
+
+def test_failed_stage_gives_failed_run_full_record_and_exactly_one_email(
+    mlpipe_sandbox, git_spec_repo, smtp_sink, subprocess_env
+):
+    (git_spec_repo / "tiny.yaml").write_text(TINY.format(fail="true"))
+    head = commit_all(git_spec_repo)
+
+    run = mlpipe_sandbox.run(git_spec_repo, "tiny", env={**subprocess_env, **smtp_sink.connection_env()})
+
+    assert run.state == "failed", run.output[-3000:]
+    assert run.task_states == {
+        "first": "success",
+        "second": "success",
+        "third": "failed",
+        "fourth": "upstream_failed",
+        "execution_record": "failed",
+    }
+    record = run.record
+    assert record is not None, "the record must be written even though the run failed"
+    assert record["pipeline"] == "tiny"
+    assert record["pipeline_version"] == "2.0.1"
+    assert record["environment"] == "dev"
+    assert len(record["config_version"]) == 12
+    assert record["execution_id"] == run.run_id
+    assert record["git_commit"] == head
+    assert record["triggered_by"] == "manual"
+    assert record["stages_completed"] == ["first", "second"]
+    assert record["stages_failed"] == ["third"]
+    assert record["stages_skipped"] == ["fourth"]
+    assert "RuntimeError: boom in stage third" in record["errors"]["third"]
+    assert record["outputs"]["second"]["metrics"] == {"value": 5.0}
+    assert set(record["stage_durations"]) >= {"first", "second", "third"}
+    assert record["mlpipe_version"] == __version__
+    assert record["airflow_version"].startswith("3.")
+
+    # One e-mail for the run, although 'third' failed twice (it had a retry).
+    assert run.output.count("boom in stage third") >= 2
+    assert len(smtp_sink.messages) == 1
+    recipients, message = smtp_sink.messages[0]
+    assert sorted(recipients) == ["oncall@example.com", "owner@example.com"]
+    subject = message["Subject"]
+    assert "tiny" in subject and "2.0.1" in subject and "dev" in subject and run.run_id in subject
+    body = html_part(message)
+    assert "third" in body and "boom in stage third" in body
+    assert f"/dags/tiny/runs/{quote(run.run_id)}/tasks/third" in body
+
+
+def test_successful_run_records_outputs_and_trigger_time_overrides(mlpipe_sandbox, git_spec_repo, subprocess_env):
+    (git_spec_repo / "tiny.yaml").write_text(TINY.format(fail="false"))
+    commit_all(git_spec_repo)
+
+    run = mlpipe_sandbox.run(
+        git_spec_repo, "tiny", conf={"overrides": {"second": {"value": 42}}}, env=subprocess_env
+    )
+
+    assert run.state == "success", run.output[-3000:]
+    record = run.record
+    assert record["stages_completed"] == ["first", "second", "third", "fourth"]
+    assert record["stages_failed"] == [] and record["stages_skipped"] == []
+    assert record["overrides"] == {"second": {"value": 42}}
+    assert record["outputs"]["second"]["metrics"] == {"value": 42.0}
+    # The templated config was rendered, and upstream outputs reached the downstream stage.
+    first_artifact = Path(record["outputs"]["first"]["artifacts"]["out"].removeprefix("file://"))
+    assert first_artifact.read_text().split("|")[1] == run.run_id.split("__")[1][:10]
+    second_artifact = Path(record["outputs"]["second"]["artifacts"]["out"].removeprefix("file://"))
+    assert second_artifact.read_text() == "42||['first']"
+    # Task logs show the component, the config and the component's own progress lines.
+    assert "Component: mlpipe_test_steps.steps" in run.output
+    assert '"value": 42' in run.output
+    assert "steps progress: stage second starting" in run.output
+
+
+def test_invalid_override_fails_the_stage_without_running_it(mlpipe_sandbox, git_spec_repo, subprocess_env):
+    (git_spec_repo / "tiny.yaml").write_text(TINY.format(fail="false"))
+    commit_all(git_spec_repo)
+
+    run = mlpipe_sandbox.run(
+        git_spec_repo, "tiny", conf={"overrides": {"first": {"value": "lots"}}}, env=subprocess_env
+    )
+
+    assert run.state == "failed"
+    assert run.task_states["first"] == "failed"
+    assert "invalid config for stage 'first'" in run.record["errors"]["first"]
+    assert "steps progress: stage first" not in run.output
+    assert run.record["stages_skipped"] == ["second", "third", "fourth"]
