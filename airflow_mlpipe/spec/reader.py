@@ -190,9 +190,10 @@ class _Builder:
                 f"the document expands to more than {MAX_VALUES} values",
                 suggestion="this usually means aliases nested inside aliases (a 'billion laughs' "
                 "document); write the values out instead",
+                path=path,
             )
         if depth > MAX_DEPTH:
-            raise self.fail(node, f"the document is nested more than {MAX_DEPTH} levels deep")
+            raise self.fail(node, f"the document is nested more than {MAX_DEPTH} levels deep", path=path)
         if isinstance(node, yaml.ScalarNode):
             if node.tag not in _SCALAR_TAGS:
                 raise self._bad_tag(node, path)
