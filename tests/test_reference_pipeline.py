@@ -1,0 +1,71 @@
+"""The seed's recommender pipeline, exactly as shipped in dags/, run twice on demo data (SQLite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_mlpipe.components.registry.register_model import read_alias
+from airflow_mlpipe.demo_data import generate_user_events
+
+pytestmark = pytest.mark.airflow
+
+REPO_SPECS = Path(__file__).resolve().parents[1] / "dags" / "pipelines"
+STAGES = ["extract", "transform_features", "train", "evaluate", "register"]
+
+
+@pytest.fixture(scope="module")
+def analytics_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    database = tmp_path_factory.mktemp("analytics") / "analytics.db"
+    generate_user_events(database)
+    return database
+
+
+def test_reference_pipeline_passes_its_thresholds_and_registers_versions(mlpipe_sandbox, analytics_db, tmp_path):
+    registry = f"file://{tmp_path / 'registry'}"
+    env = {"AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics_db}"}
+
+    first = mlpipe_sandbox.run(
+        REPO_SPECS, "recommender_training", conf={"overrides": {"register": {"registry": registry}}}, env=env
+    )
+
+    assert first.state == "success", first.output[-4000:]
+    assert first.record["stages_completed"] == STAGES
+    metrics = first.record["outputs"]["evaluate"]["metrics"]
+    assert metrics["recall@10"] >= 0.15 and metrics["ndcg@10"] >= 0.12
+    assert metrics["all_metrics_passed"] == 1.0
+    assert metrics["recall@10"] >= 1.5 * metrics["baseline.recall@10"]
+    assert first.record["outputs"]["register"]["metrics"]["version"] == 1.0
+    assert read_alias(registry, "recommender_training")["version"] == 1
+    # Progress lines of the components reach the task logs.
+    assert "rows" in first.output and "epoch" in first.output.lower()
+
+    # Second run: thresholds out of reach, so version 2 is registered but not promoted.
+    second = mlpipe_sandbox.run(
+        REPO_SPECS,
+        "recommender_training",
+        conf={
+            "overrides": {
+                "register": {"registry": registry},
+                "evaluate": {"thresholds": {"recall@10": 0.99}},
+            }
+        },
+        env=env,
+    )
+
+    assert second.state == "success", second.output[-4000:]
+    assert second.record["outputs"]["evaluate"]["metrics"]["all_metrics_passed"] == 0.0
+    assert second.record["outputs"]["register"]["metrics"]["version"] == 2.0
+    assert second.record["outputs"]["register"]["metrics"]["promoted"] == 0.0
+    assert read_alias(registry, "recommender_training")["version"] == 1
+
+
+def test_small_example_pipeline_runs(mlpipe_sandbox, analytics_db):
+    run = mlpipe_sandbox.run(
+        REPO_SPECS, "user_engagement_features", env={"AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics_db}"}
+    )
+
+    assert run.state == "success", run.output[-4000:]
+    assert run.record["stages_completed"] == ["extract", "engagement"]
+    assert run.record["outputs"]["extract"]["metrics"]["rows"] > 0
