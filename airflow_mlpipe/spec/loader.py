@@ -350,7 +350,7 @@ def _validation_problems(
             continue  # rendered at run time, then validated again (an unknown key stays unknown)
         loc = (*prefix, *error["loc"])
         found, location, key_location, parent_location = _locate(data, loc)
-        field_path = _field_path(data, loc, found)
+        field_path = _field_path(data, loc, found, kind)
         if field_path in seen:  # a union reports once per member; the first says enough
             continue
         seen.add(field_path)
@@ -395,17 +395,18 @@ def _locate(data: Any, loc: tuple[Any, ...]) -> tuple[int, Location, Location, L
     return found, location, key_location, parent_location
 
 
-def _field_path(data: Any, loc: tuple[Any, ...], found: int) -> str:
+def _field_path(data: Any, loc: tuple[Any, ...], found: int, kind: str = "") -> str:
     """``stages[train].config.epochs``: stages by name, which is what a reader looks for."""
     text = ""
     node = data
     for i, part in enumerate(loc):
-        if i > found or (i == found and (i < len(loc) - 1 or not isinstance(node, dict))):
-            # Past what the spec holds, only a missing key (the last part, in a mapping) is named;
-            # pydantic's own parts (union members such as 'date', '[key]') are not.
+        if i >= found and kind != "missing":
+            # Below a value the spec holds, pydantic's own parts (union members such as 'date',
+            # '[key]') follow; only a missing field's path goes on past what the spec holds.
             break
         if isinstance(part, int):
-            name = node[part].get("name") if isinstance(node, list) and isinstance(node[part], dict) else None
+            stage = node[part] if i < found and isinstance(node, list) else None
+            name = stage.get("name") if isinstance(stage, dict) else None
             text += f"[{name}]" if isinstance(name, str) and text == "stages" else f"[{part}]"
         else:
             text += f".{part}" if text else str(part)
