@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.add_argument("spec", type=Path, metavar="SPEC")
     render.add_argument("--env", help="environment whose overlay applies (default: [mlpipe] environment)")
-    render.add_argument("--explain", action="store_true", help="show which file and line each value came from")
+    render.add_argument(
+        "--explain", action="store_true", help="show which file and line each value came from"
+    )
     render.set_defaults(handler=_render)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of specs", formatter_class=formatter)
@@ -184,7 +186,9 @@ def _components(args: argparse.Namespace) -> int:
     print(component.doc or "(no description)")
     print("\nconfig:")
     for field_name, info in component.config_model.model_fields.items():
-        default = "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
+        default = (
+            "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
+        )
         print(f"  {field_name} ({default}): {info.description or ''}")
     print("\nJSON Schema of config:")
     print(json.dumps(component.config_model.model_json_schema(), indent=2))

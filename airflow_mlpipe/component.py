@@ -74,7 +74,9 @@ class ComponentContext:
         if stage is not None:
             return self.inputs[stage]
         if len(self.inputs) != 1:
-            raise ValueError(f"stage '{self.stage}' has {len(self.inputs)} upstream stages; name the one to read")
+            raise ValueError(
+                f"stage '{self.stage}' has {len(self.inputs)} upstream stages; name the one to read"
+            )
         return next(iter(self.inputs.values()))
 
 
@@ -96,11 +98,11 @@ class Component:
 
     @property
     def config_model(self) -> type[BaseModel]:
-        return self.module.Config  # type: ignore[no-any-return]
+        return self.module.Config
 
     @property
     def run(self) -> Callable[[BaseModel, ComponentContext], Mapping[str, Any]]:
-        return self.module.run  # type: ignore[no-any-return]
+        return self.module.run
 
     @property
     def doc(self) -> str:
@@ -162,7 +164,9 @@ def _module_path(name: str, allowed_prefixes: tuple[str, ...]) -> str:
 
     suggestion = did_you_mean(name, available_components())
     if in_prefix or name.split(".")[0] in _builtin_namespaces():
-        raise ComponentError(f"unknown component '{name}'", suggestion or "run 'mlpipe components' to list them")
+        raise ComponentError(
+            f"unknown component '{name}'", suggestion or "run 'mlpipe components' to list them"
+        )
     allowed = ", ".join(allowed_prefixes) or "none"
     raise ComponentError(
         f"component '{name}' is not allowed: components come from airflow_mlpipe's built-ins, the "

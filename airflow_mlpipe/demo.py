@@ -18,7 +18,9 @@ PIPELINE = "recommender_training"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m airflow_mlpipe.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_mlpipe.demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--workdir", type=Path, default=Path(".demo"), help="where the demo keeps its state")
     parser.add_argument("--specs", type=Path, default=Path("dags/pipelines"), help="folder with the specs")
     parser.add_argument("--registry", help="override the spec's model registry URI")
@@ -61,9 +63,7 @@ def report(record: dict[str, Any]) -> None:
             passed = metrics.get(f"passed.{name}")
             result = "-" if passed is None else ("PASS" if passed == 1.0 else "FAIL")
             baseline = metrics.get(f"baseline.{name}")
-            print(
-                f"{name:<14}{metrics[name]:>10.4f}{_fmt(baseline):>10}{_fmt(threshold):>11}  {result}"
-            )
+            print(f"{name:<14}{metrics[name]:>10.4f}{_fmt(baseline):>10}{_fmt(threshold):>11}  {result}")
         print(f"all_metrics_passed: {metrics.get('all_metrics_passed') == 1.0}")
     register = record["outputs"].get("register")
     if register:

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import DAG, Param, get_parsing_context
@@ -35,7 +35,7 @@ from airflow_mlpipe.spec import Pipeline, SpecError, load_folder
 
 log = logging.getLogger(__name__)
 
-DEFAULT_START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+DEFAULT_START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 MLPIPE_TAG = "mlpipe"
 INVALID_TAG = "mlpipe:invalid-spec"
 
@@ -144,15 +144,19 @@ def _fail_invalid_spec(message: str) -> None:
 
 def _dag_id_for(name: str) -> str:
     """The spec's name when it is a valid dag_id, else a safe id derived from the file name."""
-    return name if re.fullmatch(r"[A-Za-z0-9_.-]{1,250}", name) else re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:250] or "_"
+    return (
+        name
+        if re.fullmatch(r"[A-Za-z0-9_.-]{1,250}", name)
+        else re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:250] or "_"
+    )
 
 
 def _start_date(value: Any) -> datetime:
     if value is None:
         return DEFAULT_START_DATE
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
 def _outlets(component_name: str, config: dict[str, Any], pipeline: str) -> list[Any]:

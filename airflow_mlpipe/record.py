@@ -66,7 +66,9 @@ def triggered_by(run_type: str | None) -> str:
     return _TRIGGERED_BY.get(str(value), str(value))
 
 
-def classify_stages(stages: list[str], states: Mapping[str, str | None]) -> tuple[list[str], list[str], list[str]]:
+def classify_stages(
+    stages: list[str], states: Mapping[str, str | None]
+) -> tuple[list[str], list[str], list[str]]:
     """Split stages into completed, failed and skipped (anything else, e.g. upstream_failed)."""
     completed = [s for s in stages if states.get(s) in _COMPLETED_STATES]
     failed = [s for s in stages if states.get(s) in _FAILED_STATES]

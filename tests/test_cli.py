@@ -50,9 +50,11 @@ def test_validate_reports_each_problem_as_path_line_col_with_hint(tmp_path, caps
 
 def test_validate_json_format_lists_problems_with_locations(tmp_path, capsys):
     (tmp_path / "broken.yaml").write_text(BROKEN.replace('"0 3 * *"', '"0 3 * * *"'))
-    (tmp_path / "fine.yaml").write_text((SPECS / "user_engagement_features.yaml").read_text().replace(
-        "name: user_engagement_features", "name: fine"
-    ))
+    (tmp_path / "fine.yaml").write_text(
+        (SPECS / "user_engagement_features.yaml")
+        .read_text()
+        .replace("name: user_engagement_features", "name: fine")
+    )
 
     assert main(["validate", str(tmp_path), "--env", "dev", "--format", "json"]) == 1
 
@@ -65,9 +67,11 @@ def test_validate_json_format_lists_problems_with_locations(tmp_path, capsys):
 
 
 def test_validate_checks_every_overlay_not_just_the_chosen_environment(tmp_path, capsys):
-    (tmp_path / "fine.yaml").write_text((SPECS / "user_engagement_features.yaml").read_text().replace(
-        "name: user_engagement_features", "name: fine"
-    ))
+    (tmp_path / "fine.yaml").write_text(
+        (SPECS / "user_engagement_features.yaml")
+        .read_text()
+        .replace("name: user_engagement_features", "name: fine")
+    )
     (tmp_path / "fine.staging.yaml").write_text("stages:\n  - name: extrakt\n    config: {batch_size: 5}\n")
 
     assert main(["validate", str(tmp_path), "--env", "dev"]) == 1

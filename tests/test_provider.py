@@ -13,7 +13,9 @@ pytestmark = pytest.mark.airflow
 def test_provider_info_documents_every_option():
     options = get_provider_info()["config"]["mlpipe"]["options"]
 
-    assert set(options) == set(DEFAULTS) == {"environment", "component_modules", "artifact_root", "smtp_conn_id"}
+    assert (
+        set(options) == set(DEFAULTS) == {"environment", "component_modules", "artifact_root", "smtp_conn_id"}
+    )
     for name, option in options.items():
         assert option["description"] and option["default"] == DEFAULTS[name]
 
@@ -32,7 +34,11 @@ def test_airflow_lists_the_provider_and_its_config_section(mlpipe_sandbox):
 
 def test_environment_option_is_read_from_airflow_config(mlpipe_sandbox):
     result = mlpipe_sandbox.airflow(
-        "config", "get-value", "mlpipe", "environment", env=mlpipe_sandbox.environment(AIRFLOW__MLPIPE__ENVIRONMENT="staging")
+        "config",
+        "get-value",
+        "mlpipe",
+        "environment",
+        env=mlpipe_sandbox.environment(AIRFLOW__MLPIPE__ENVIRONMENT="staging"),
     )
 
     assert result.stdout.strip() == "staging"

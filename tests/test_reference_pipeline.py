@@ -22,7 +22,9 @@ def analytics_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return database
 
 
-def test_reference_pipeline_passes_its_thresholds_and_registers_versions(mlpipe_sandbox, analytics_db, tmp_path):
+def test_reference_pipeline_passes_its_thresholds_and_registers_versions(
+    mlpipe_sandbox, analytics_db, tmp_path
+):
     registry = f"file://{tmp_path / 'registry'}"
     env = {"AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics_db}"}
 

@@ -20,7 +20,8 @@ def failure_subject(record: ExecutionRecord) -> str:
 def failure_body(record: ExecutionRecord, log_urls: Mapping[str, str]) -> str:
     """HTML listing the failed stages with their errors and links to their task logs."""
     rows = "".join(
-        f"<li><b>{html.escape(stage)}</b>: <pre>{html.escape(record.errors.get(stage, 'no error recorded'))}</pre>"
+        f"<li><b>{html.escape(stage)}</b>: "
+        f"<pre>{html.escape(record.errors.get(stage, 'no error recorded'))}</pre>"
         f'<a href="{html.escape(log_urls[stage])}">task log</a></li>'
         for stage in record.stages_failed
     )
@@ -50,7 +51,8 @@ def send_failure_email(
 
     base_url = conf.get("api", "base_url", fallback="http://localhost:8080/")
     log_urls = {
-        stage: task_log_url(base_url, record.pipeline, record.execution_id, stage) for stage in record.stages_failed
+        stage: task_log_url(base_url, record.pipeline, record.execution_id, stage)
+        for stage in record.stages_failed
     }
     notifier = SmtpNotifier(
         to=recipients,

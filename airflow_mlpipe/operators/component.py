@@ -139,7 +139,9 @@ class ComponentOperator(BaseOperator):
         for upstream, upstream_outputs in inputs.items():
             self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.model_dump()))
 
-        artifact_dir = stage_artifact_dir(settings.artifact_root(), self.pipeline.name, ti.run_id, self.task_id)
+        artifact_dir = stage_artifact_dir(
+            settings.artifact_root(), self.pipeline.name, ti.run_id, self.task_id
+        )
         if artifact_dir.exists():
             artifact_dir.rmdir(recursive=True)  # a retry or a cleared task replaces its outputs
         artifact_dir.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, TriggerRule
 
 from airflow_mlpipe import __version__, settings
 from airflow_mlpipe.component import StageOutputs
-from airflow_mlpipe.operators.component import ERROR_XCOM_KEY, OVERRIDES_PARAM, PipelineRef, resolve_git_commit
+from airflow_mlpipe.operators.component import (
+    ERROR_XCOM_KEY,
+    OVERRIDES_PARAM,
+    PipelineRef,
+    resolve_git_commit,
+)
 from airflow_mlpipe.record import ExecutionRecord, classify_stages, triggered_by
 
 if TYPE_CHECKING:
@@ -74,7 +79,7 @@ class ExecutionRecordOperator(BaseOperator):
 
         ti = context["ti"]
         dag_run = context["dag_run"]
-        breadcrumbs = {b["task_id"]: b for b in ti.get_task_breadcrumbs(ti.dag_id, ti.run_id)}
+        breadcrumbs = task_breadcrumbs(ti)
         states = {stage: breadcrumbs.get(stage, {}).get("state") for stage in self.stages}
         completed, failed, skipped = classify_stages(self.stages, states)
         outputs = {
@@ -93,7 +98,7 @@ class ExecutionRecordOperator(BaseOperator):
             config_version=self.pipeline.config_version,
             environment=self.pipeline.environment,
             execution_id=ti.run_id,
-            timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
             git_commit=resolve_git_commit(context, self.pipeline.sources),
             triggered_by=triggered_by(dag_run.run_type),
             triggered_by_user=getattr(dag_run, "triggering_user_name", None),
@@ -120,3 +125,13 @@ class ExecutionRecordOperator(BaseOperator):
             self.log.exception("Could not send the failure e-mail to %s", self.notify_on_failure)
         else:
             self.log.info("Sent the failure e-mail to %s", self.notify_on_failure)
+
+
+def task_breadcrumbs(ti: Any) -> dict[str, dict[str, Any]]:
+    """State (and, where the Task SDK reports it, duration) of each finished task of this run."""
+    get_breadcrumbs = getattr(ti, "get_task_breadcrumbs", None)
+    if get_breadcrumbs is not None:
+        return {crumb["task_id"]: crumb for crumb in get_breadcrumbs(ti.dag_id, ti.run_id)}
+    # Older Task SDKs only report states.
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    return {task_id: {"task_id": task_id, "state": state} for task_id, state in states.items()}

@@ -8,6 +8,7 @@ check configs against their ``Config``), and nothing else: no database, Variable
 from __future__ import annotations
 
 import os
+import re
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from airflow_mlpipe.component import ComponentError, resolve_component
 from airflow_mlpipe.spec.errors import Location, Problem, SpecError, did_you_mean
-from airflow_mlpipe.spec.models import Pipeline
+from airflow_mlpipe.spec.models import COMPONENT_PATTERN, Pipeline
 from airflow_mlpipe.spec.overlays import merge_overlay
 from airflow_mlpipe.spec.reader import LocatedDict, LocatedList, read_yaml_file
 
@@ -185,16 +186,34 @@ def validate_spec(data: Any, files: SpecFiles, component_modules: Sequence[str] 
                 )
             ]
         )
+    problems: list[Problem] = []
+    pipeline: Pipeline | None = None
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_validation_problems(exc, data, (), Pipeline)) from None
-    problems = _check_name(pipeline, data, files)
-    problems += _check_stage_graph(data)
-    problems += _check_components(pipeline, data, component_modules)
-    if problems:
+        problems += _validation_problems(exc, data, (), Pipeline)
+    else:
+        problems += _check_name(pipeline, data, files)
+    # The stage checks read the located data, so they report alongside field errors elsewhere:
+    # an author sees every problem of the spec at once, not one class per attempt.
+    stages = _named_stages(data)
+    problems += _check_stage_graph(stages)
+    problems += _check_components(stages, data, component_modules)
+    if problems or pipeline is None:
         raise SpecError(problems)
     return pipeline
+
+
+def _named_stages(data: LocatedDict) -> list[tuple[int, LocatedDict]]:
+    """The stages (with their index) well-formed enough for graph and component checks."""
+    stages = data.get("stages")
+    if not isinstance(stages, LocatedList):
+        return []
+    return [
+        (index, stage)
+        for index, stage in enumerate(stages)
+        if isinstance(stage, LocatedDict) and isinstance(stage.get("name"), str)
+    ]
 
 
 def _check_name(pipeline: Pipeline, data: LocatedDict, files: SpecFiles) -> list[Problem]:
@@ -211,11 +230,10 @@ def _check_name(pipeline: Pipeline, data: LocatedDict, files: SpecFiles) -> list
     ]
 
 
-def _check_stage_graph(data: LocatedDict) -> list[Problem]:
-    stages: LocatedList = data["stages"]
+def _check_stage_graph(stages: list[tuple[int, LocatedDict]]) -> list[Problem]:
     problems: list[Problem] = []
     first_seen: dict[str, Location] = {}
-    for stage in stages:
+    for _, stage in stages:
         name = stage["name"]
         if name in RESERVED_STAGE_NAMES:
             problems.append(
@@ -238,11 +256,15 @@ def _check_stage_graph(data: LocatedDict) -> list[Problem]:
         else:
             first_seen[name] = stage.value_locations["name"]
     graph: dict[str, list[str]] = {}
-    for stage in stages:
+    for _, stage in stages:
         name = stage["name"]
-        dependencies: LocatedList = stage.get("dependencies", LocatedList(stage.location))
+        dependencies = stage.get("dependencies")
         graph.setdefault(name, [])
+        if not isinstance(dependencies, LocatedList):
+            continue  # absent, or a field error reported by the model
         for dependency, location in zip(dependencies, dependencies.item_locations, strict=True):
+            if not isinstance(dependency, str):
+                continue
             if dependency == name:
                 problems.append(
                     Problem(
@@ -265,7 +287,7 @@ def _check_stage_graph(data: LocatedDict) -> list[Problem]:
                 graph[name].append(dependency)
     cycle = _find_cycle(graph)
     if cycle:
-        stage = next(s for s in stages if s["name"] == cycle[0])
+        stage = next(s for _, s in stages if s["name"] == cycle[0])
         problems.append(
             Problem(
                 "the stages form a cycle: " + " -> ".join(cycle),
@@ -308,20 +330,22 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
 
 
 def _check_components(
-    pipeline: Pipeline, data: LocatedDict, component_modules: Sequence[str] | None
+    stages: list[tuple[int, LocatedDict]], data: LocatedDict, component_modules: Sequence[str] | None
 ) -> list[Problem]:
     problems: list[Problem] = []
-    for index, stage in enumerate(pipeline.stages):
-        located_stage = data["stages"][index]
+    for index, stage in stages:
+        name, config = stage.get("component"), stage.get("config", {})
+        if not isinstance(name, str) or not re.match(COMPONENT_PATTERN, name) or not isinstance(config, dict):
+            continue  # a field error the model reports
         try:
-            component = resolve_component(stage.component, component_modules)
+            component = resolve_component(name, component_modules)
         except ComponentError as exc:
             problems.append(
-                Problem(exc.message, located_stage.value_locations["component"], f"stages[{stage.name}].component", exc.suggestion)
+                Problem(exc.message, stage.value_locations["component"], f"stages[{stage['name']}].component", exc.suggestion)
             )
             continue
         try:
-            component.config_model.model_validate(stage.config)
+            component.config_model.model_validate(config)
         except ValidationError as exc:
             problems += [
                 problem

@@ -64,11 +64,18 @@ class AirflowSandbox:
         env.update(extra)
         return env
 
-    def airflow(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def airflow(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         """Run the ``airflow`` command of this Python environment."""
         command = [str(Path(sys.executable).with_name("airflow")), *args]
         return subprocess.run(
-            command, env=dict(env or self.environment()), capture_output=True, text=True, timeout=timeout, check=False
+            command,
+            env=dict(env or self.environment()),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def setup(self) -> AirflowSandbox:

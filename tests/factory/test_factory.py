@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_reference_dag_follows_the_spec(mlpipe_check_dags):
     assert '"config_version"' in dag.doc_md and "Resolved spec" in dag.doc_md
     stages = ["extract", "transform_features", "train", "evaluate", "register"]
     assert set(dag.task_ids) == {*stages, RECORD_TASK_ID}
-    for upstream, downstream in zip(stages, stages[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(stages):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     record = dag.get_task(RECORD_TASK_ID)
     assert record.upstream_task_ids == set(stages)
@@ -73,7 +74,9 @@ def test_overlay_for_the_configured_environment_is_applied(monkeypatch):
 def test_registry_stage_declares_the_model_asset(mlpipe_check_dags):
     register = mlpipe_check_dags(REPO_DAGS).dags["recommender_training"].get_task("register")
 
-    assert [asset.uri for asset in register.outlets] == ["file:///tmp/mlpipe/models/acme/recommender_training"]
+    assert [asset.uri for asset in register.outlets] == [
+        "file:///tmp/mlpipe/models/acme/recommender_training"
+    ]
 
 
 def test_broken_spec_becomes_a_placeholder_and_hides_no_other_pipeline(
@@ -81,7 +84,9 @@ def test_broken_spec_becomes_a_placeholder_and_hides_no_other_pipeline(
 ):
     write_spec("good_one", GOOD_SPEC.format(name="good_one"))
     write_spec("good_two", GOOD_SPEC.format(name="good_two"))
-    folder = write_spec("broken", GOOD_SPEC.format(name="broken").replace("dependencies: [first]", "dependencies: [frist]"))
+    folder = write_spec(
+        "broken", GOOD_SPEC.format(name="broken").replace("dependencies: [first]", "dependencies: [frist]")
+    )
 
     dags = build_dags(folder)
 
@@ -106,7 +111,9 @@ def test_yaml_syntax_error_placeholder_keeps_the_file_name_as_dag_id(write_spec,
     assert "YAML syntax error" in dags["half_written"].doc_md
 
 
-def test_dagbag_shows_a_broken_spec_without_import_errors(tmp_path, write_spec, allow_test_components, mlpipe_check_dags):
+def test_dagbag_shows_a_broken_spec_without_import_errors(
+    tmp_path, write_spec, allow_test_components, mlpipe_check_dags
+):
     from airflow.dag_processing.dagbag import DagBag
 
     folder = write_spec("good_one", GOOD_SPEC.format(name="good_one"))
@@ -144,7 +151,9 @@ def test_component_outside_the_allowed_set_is_never_imported(tmp_path, write_spe
     module_dir.mkdir()
     (module_dir / "evil_component.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     monkeypatch.syspath_prepend(str(module_dir))
-    folder = write_spec("sneaky", GOOD_SPEC.format(name="sneaky").replace("mlpipe_test_steps.steps", "evil_component"))
+    folder = write_spec(
+        "sneaky", GOOD_SPEC.format(name="sneaky").replace("mlpipe_test_steps.steps", "evil_component")
+    )
 
     dags = build_dags(folder)
 

@@ -64,7 +64,12 @@ class SmtpSink:
             "conn_type": "smtp",
             "host": "127.0.0.1",
             "port": self.port,
-            "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "mlpipe@example.com", "timeout": 10},
+            "extra": {
+                "disable_tls": True,
+                "disable_ssl": True,
+                "from_email": "mlpipe@example.com",
+                "timeout": 10,
+            },
         }
         return {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(connection)}
 
@@ -90,7 +95,9 @@ def commit_all(repo: Path) -> str:
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "specs"], check=True)
-    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def html_part(message: Message) -> str:
@@ -146,7 +153,9 @@ def test_failed_stage_gives_failed_run_full_record_and_exactly_one_email(
     assert f"/dags/tiny/runs/{quote(run.run_id)}/tasks/third" in body
 
 
-def test_successful_run_records_outputs_and_trigger_time_overrides(mlpipe_sandbox, git_spec_repo, subprocess_env):
+def test_successful_run_records_outputs_and_trigger_time_overrides(
+    mlpipe_sandbox, git_spec_repo, subprocess_env
+):
     (git_spec_repo / "tiny.yaml").write_text(TINY.format(fail="false"))
     commit_all(git_spec_repo)
 

@@ -16,7 +16,9 @@ class Config(BaseModel):
 
 
 def run(config: Config, context: Any) -> dict[str, Any]:
-    context.log.info("steps progress: stage %s starting with inputs %s", context.stage, sorted(context.inputs))
+    context.log.info(
+        "steps progress: stage %s starting with inputs %s", context.stage, sorted(context.inputs)
+    )
     if config.fail:
         raise RuntimeError(f"boom in stage {context.stage}")
     artifact = context.artifact_dir / "out.txt"
