@@ -36,7 +36,9 @@ class _OlderTaskInstance:
 
 
 def test_breadcrumbs_carry_durations_where_the_task_sdk_has_them():
-    assert task_breadcrumbs(_NewerTaskInstance()) == {"a": {"task_id": "a", "state": "success", "duration": 1.5}}
+    assert task_breadcrumbs(_NewerTaskInstance()) == {
+        "a": {"task_id": "a", "state": "success", "duration": 1.5}
+    }
 
 
 def test_breadcrumbs_fall_back_to_task_states():
