@@ -356,6 +356,16 @@ def test_problems_of_every_stage_and_check_are_reported_together(tmp_path: Path)
     ]
 
 
+def test_field_errors_graph_and_component_problems_are_reported_together(tmp_path: Path) -> None:
+    text = edit(edit(edit(VALID, "version: 1.0.0", "version: 1.0"), "[extract]", "[extrct]"), "rate:", "rat:")
+    problems = spec_problems(tmp_path, text)
+    assert [(where(p)[1:], p.field) for p in problems] == [
+        ((2, 10), "version"),
+        ((22, 20), "stages[train].dependencies"),
+        ((21, 7), "stages[train].config.rat"),
+    ]
+
+
 # --- folders -----------------------------------------------------------------------------------
 
 

@@ -159,7 +159,7 @@ def test_union_typed_field_reports_one_problem_with_the_spec_field_path(tmp_path
     ("text", "field", "message"),
     [
         (
-            "name: demo\nversion: 1.0.0\nmetadata: [me]\nstages: [{name: a, component: b}]\n",
+            f"name: demo\nversion: 1.0.0\nmetadata: [me]\nstages: [{{name: a, component: {SOURCE}}}]\n",
             "metadata",
             "Input should be a valid dictionary or instance of Metadata",
         ),
@@ -223,10 +223,15 @@ def test_pipeline_name_must_be_lowercase_letters_digits_and_underscores(tmp_path
 
 
 def test_stage_name_must_be_a_valid_task_id(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, edit(VALID, "  - name: extract\n", "  - name: Extract Data\n"))
+    problem, dependency = spec_problems(
+        tmp_path, edit(VALID, "  - name: extract\n", "  - name: Extract Data\n")
+    )
     assert where(problem) == ("demo.yaml", 13, 11)
     assert problem.field == "stages[Extract Data].name"
     assert "String should match pattern" in problem.message
+    # reported alongside: the graph check still sees the (misnamed) stage
+    assert where(dependency) == ("demo.yaml", 22, 20)
+    assert dependency.suggestion == "did you mean 'Extract Data'?"
 
 
 @pytest.mark.parametrize("component", ["data..extract", "data.extract.", "os.system; rm -rf /", "1data.x"])
