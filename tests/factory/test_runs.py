@@ -193,3 +193,72 @@ def test_invalid_override_fails_the_stage_without_running_it(mlpipe_sandbox, git
     assert "invalid config for stage 'first'" in run.record["errors"]["first"]
     assert "steps progress: stage first" not in run.output
     assert run.record["stages_skipped"] == ["second", "third", "fourth"]
+
+
+def test_mail_server_down_leaves_the_run_and_record_intact(mlpipe_sandbox, git_spec_repo, subprocess_env):
+    (git_spec_repo / "tiny.yaml").write_text(TINY.format(fail="true"))
+    commit_all(git_spec_repo)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    connection = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": closed_port,
+        "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "x@example.com", "retry_limit": 0},
+    }
+
+    run = mlpipe_sandbox.run(
+        git_spec_repo, "tiny", env={**subprocess_env, "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(connection)}
+    )
+
+    assert run.state == "failed"
+    assert run.record["stages_failed"] == ["third"]
+    assert run.record["stages_completed"] == ["first", "second"]
+    assert "Could not send the failure e-mail to ['owner@example.com', 'oncall@example.com']" in run.output
+
+
+SECRET = "s3cr3t-Pa55word-9931"
+
+SECRET_SPEC = """\
+name: secretive
+version: 1.0.0
+metadata:
+  owner: team-secret
+stages:
+  - name: uses_secret
+    component: mlpipe_test_steps.steps
+    config: {label: "{{ conn.warehouse.password }}"}
+"""
+
+
+def test_secrets_from_connections_never_reach_logs_xcom_rendered_fields_or_record(
+    mlpipe_sandbox, git_spec_repo, subprocess_env
+):
+    import sqlite3
+
+    (git_spec_repo / "secretive.yaml").write_text(SECRET_SPEC)
+    commit_all(git_spec_repo)
+    connection = {"conn_type": "postgres", "host": "db.example.com", "login": "etl", "password": SECRET}
+
+    run = mlpipe_sandbox.run(
+        git_spec_repo, "secretive", env={**subprocess_env, "AIRFLOW_CONN_WAREHOUSE": json.dumps(connection)}
+    )
+
+    assert run.state == "success", run.output[-3000:]
+    # The component did get the real value (it wrote it into its own artifact)...
+    artifact = Path(run.record["outputs"]["uses_secret"]["artifacts"]["out"].removeprefix("file://"))
+    assert SECRET in artifact.read_text()
+    # ...but Airflow's task log shows the config masked, and nothing stored holds the secret.
+    assert "Config: " in run.output
+    assert SECRET not in run.output
+    assert SECRET not in json.dumps(run.record)
+    with sqlite3.connect(mlpipe_sandbox.database) as db:
+        stored = db.execute("SELECT value FROM xcom WHERE dag_id = 'secretive'").fetchall()
+        rendered = db.execute(
+            "SELECT rendered_fields FROM rendered_task_instance_fields WHERE dag_id = 'secretive'"
+        ).fetchall()
+        doc = db.execute("SELECT data FROM serialized_dag WHERE dag_id = 'secretive'").fetchall()
+    assert stored and rendered and doc
+    for rows in (stored, rendered, doc):
+        assert all(SECRET not in str(value) for row in rows for value in row)

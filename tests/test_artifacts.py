@@ -1,0 +1,41 @@
+"""Artifact paths: names that become path segments cannot escape the artifact root."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_mlpipe.artifacts import safe_segment, stage_artifact_dir
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "..",
+        "../..",
+        "/etc/passwd",
+        "a/../../b",
+        "manual__2024-01-01T00:00:00+00:00",
+        "x\x00y",
+        "~root",
+        ".",
+        "",
+    ],
+)
+def test_segment_has_no_separator_or_parent_reference(name):
+    segment = safe_segment(name)
+
+    assert segment and "/" not in segment and "\\" not in segment and "\x00" not in segment
+    assert segment not in {".", ".."} and not segment.startswith(".")
+
+
+def test_stage_dir_stays_under_the_root(tmp_path):
+    root = tmp_path / "artifacts"
+
+    path = stage_artifact_dir(str(root), "../../outside", "../../run", "/abs/stage")
+
+    assert str(path).startswith(f"file://{root}/")
+    assert ".." not in str(path).removeprefix(f"file://{root}/").split("/")
+
+
+def test_run_ids_keep_their_readable_shape():
+    assert safe_segment("scheduled__2026-11-26T03:00:00+00:00") == "scheduled__2026-11-26T03_00_00_00_00"
