@@ -258,7 +258,7 @@ def _claim_version(model_root: Any, context: ComponentContext, max_attempts: int
         except FileExistsError:
             context.log.info("Version %d was claimed concurrently; trying the next number", candidate)
             # Jump past every number in use: under contention others may be ahead already.
-            candidate = max(candidate, *_version_numbers(model_root)) + 1
+            candidate = max([candidate, *_version_numbers(model_root)]) + 1
             continue
         context.log.info("Claimed version %d", candidate)
         return candidate, version_dir, False

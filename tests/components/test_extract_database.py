@@ -1,0 +1,211 @@
+"""data.extract.database: bind parameters, batching into row groups, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from airflow_mlpipe.components.data.extract import database
+
+PG_URI = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _read(uri: str) -> pq.ParquetFile:
+    from airflow.sdk import ObjectStoragePath
+
+    return pq.ParquetFile(ObjectStoragePath(uri).open("rb"))
+
+
+def _events_db(path: Path, rows: list[tuple]) -> Path:
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE user_events "
+            "(user_id INTEGER, item_id INTEGER, event_type TEXT, value REAL, date TEXT)"
+        )
+        connection.executemany("INSERT INTO user_events VALUES (?, ?, ?, ?, ?)", rows)
+    connection.close()
+    return path
+
+
+def test_sqlite_query_uses_named_bind_parameters(tmp_path, make_context, sqlite_connection, small_demo_db):
+    sqlite_connection("analytics_db", small_demo_db)
+    config = database.Config(
+        query="SELECT * FROM user_events WHERE date > :cutoff AND event_type = :kind ORDER BY rowid",
+        connection="analytics_db",
+        parameters={"cutoff": "2024-05-15", "kind": "purchase"},
+        batch_size=500,
+    )
+    result = database.run(config, make_context("extract"))
+
+    with sqlite3.connect(small_demo_db) as direct:
+        expected = direct.execute(
+            "SELECT * FROM user_events WHERE date > ? AND event_type = ? ORDER BY rowid",
+            ("2024-05-15", "purchase"),
+        ).fetchall()
+    table = _read(result["artifacts"]["data"]).read()
+    assert 0 < len(expected) < 20_000  # the filter really filters
+    assert result["metrics"]["rows"] == len(expected) == table.num_rows
+    assert table.column_names == ["user_id", "item_id", "event_type", "value", "date"]
+    assert [tuple(row.values()) for row in table.to_pylist()] == expected
+
+
+def test_a_malicious_parameter_value_is_compared_as_data(tmp_path, make_context, sqlite_connection):
+    injection = "x' OR '1'='1"
+    db = _events_db(
+        tmp_path / "events.db",
+        [
+            (1, 10, "view", 1.0, "2024-05-01"),
+            (2, 20, injection, 2.0, "2024-05-02"),
+            (3, 30, "click", 3.0, "2024-05-03"),
+        ],
+    )
+    sqlite_connection("analytics_db", db)
+    config = database.Config(
+        query="SELECT user_id FROM user_events WHERE event_type = :kind",
+        connection="analytics_db",
+        parameters={"kind": injection},
+    )
+    result = database.run(config, make_context("extract"))
+
+    # Formatted into the SQL, the value would match every row; bound, it matches only its equal.
+    assert _read(result["artifacts"]["data"]).read().column("user_id").to_pylist() == [2]
+    with sqlite3.connect(db) as direct:
+        assert direct.execute("SELECT count(*) FROM user_events").fetchone() == (3,)
+
+
+def test_rows_are_streamed_in_batches_one_row_group_each(tmp_path, make_context, sqlite_connection):
+    rows = [(i, i % 17, "view", i / 10, f"2024-05-{1 + i % 28:02d}") for i in range(1_234)]
+    sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", rows))
+    config = database.Config(
+        query="SELECT * FROM user_events ORDER BY user_id", connection="analytics_db", batch_size=100
+    )
+    result = database.run(config, make_context("extract"))
+
+    parquet = _read(result["artifacts"]["data"])
+    assert parquet.metadata.num_row_groups == math.ceil(1_234 / 100) == result["metrics"]["batches"]
+    assert [parquet.metadata.row_group(i).num_rows for i in range(13)] == [100] * 12 + [34]
+    assert result["metrics"]["rows"] == 1_234
+    assert [tuple(row.values()) for row in parquet.read().to_pylist()] == rows
+
+
+def test_parameters_must_match_the_query_before_anything_runs(make_context):
+    # The connection does not exist: the check has to fail before any connection is made.
+    missing = database.Config(query="SELECT 1 WHERE 1 > :cutoff", connection="nowhere", parameters={})
+    with pytest.raises(ValueError, match="no value for it"):
+        database.run(missing, make_context("extract"))
+    unused = database.Config(query="SELECT 1", connection="nowhere", parameters={"cutoff": "2024-01-01"})
+    with pytest.raises(ValueError, match="do not appear in the query"):
+        database.run(unused, make_context("extract"))
+
+
+def test_an_empty_result_still_writes_a_readable_file(tmp_path, make_context, sqlite_connection):
+    sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", [(1, 1, "view", 1.0, "2024-05-01")]))
+    config = database.Config(
+        query="SELECT user_id, date FROM user_events WHERE date > :cutoff",
+        connection="analytics_db",
+        parameters={"cutoff": "2030-01-01"},
+    )
+    result = database.run(config, make_context("extract"))
+    table = _read(result["artifacts"]["data"]).read()
+    assert result["metrics"]["rows"] == 0
+    assert table.num_rows == 0
+    assert table.column_names == ["user_id", "date"]
+
+
+def test_column_types_fix_what_the_first_batch_cannot_tell(tmp_path, make_context, sqlite_connection):
+    rows = [(1, 1, "view", None, "2024-05-01"), (2, 2, "view", 2.5, "2024-05-02")]
+    sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", rows))
+    query = "SELECT user_id, value FROM user_events ORDER BY user_id"
+
+    untyped = database.Config(query=query, connection="analytics_db", batch_size=1)
+    with pytest.raises(ValueError, match="column_types"):
+        database.run(untyped, make_context("extract"))
+
+    typed = database.Config(
+        query=query, connection="analytics_db", batch_size=1, column_types={"value": "float64"}
+    )
+    table = _read(database.run(typed, make_context("extract"))["artifacts"]["data"]).read()
+    assert str(table.schema.field("value").type) == "double"
+    assert table.column("value").to_pylist() == [None, 2.5]
+
+
+def test_config_rejects_unknown_fields_and_types():
+    with pytest.raises(ValidationError, match="extra"):
+        database.Config(query="SELECT 1", connection="db", batchsize=10)
+    with pytest.raises(ValidationError, match="unknown Arrow types"):
+        database.Config(query="SELECT 1", connection="db", column_types={"a": "float"})
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    """The local PostgreSQL server, or a skip (a failure when CI=true) if it is unreachable."""
+    import psycopg
+
+    try:
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required on CI but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 (database 'test') is unreachable: {exc}")
+    return "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+
+@pytest.mark.postgres
+def test_postgres_extract_streams_through_a_server_side_cursor(postgres_dsn, make_context, monkeypatch):
+    import datetime
+
+    import psycopg
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    table = f"user_events_{uuid.uuid4().hex[:12]}"
+    start = datetime.date(2024, 1, 1)
+    rows = [
+        (i, i % 50, "click" if i % 3 else "view", i * 0.5, start + datetime.timedelta(days=i % 120))
+        for i in range(2_500)
+    ]
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute(
+            f"CREATE TABLE {table} "
+            "(user_id integer, item_id integer, event_type text, value double precision, date date)"
+        )
+        with connection.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s)", rows)
+
+    cursors: list[str] = []
+
+    def record_cursor(conn, cursor, statement, parameters, context, executemany):
+        if table in statement:
+            cursors.append(type(cursor).__name__)
+
+    event.listen(Engine, "before_cursor_execute", record_cursor)
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", PG_URI)
+    try:
+        config = database.Config(
+            query=f"SELECT * FROM {table} WHERE date > :cutoff AND event_type = :kind ORDER BY user_id",
+            connection="warehouse",
+            parameters={"cutoff": "2024-03-01", "kind": "x' OR '1'='1"},
+            batch_size=300,
+        )
+        assert database.run(config, make_context("extract"))["metrics"]["rows"] == 0
+
+        config = config.model_copy(update={"parameters": {"cutoff": "2024-03-01", "kind": "click"}})
+        result = database.run(config, make_context("extract", run_id="second"))
+    finally:
+        event.remove(Engine, "before_cursor_execute", record_cursor)
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
+
+    expected = [row for row in rows if row[4] > datetime.date(2024, 3, 1) and row[2] == "click"]
+    parquet = _read(result["artifacts"]["data"])
+    assert result["metrics"]["rows"] == len(expected) > 300
+    assert parquet.metadata.num_row_groups == math.ceil(len(expected) / 300)
+    assert [tuple(row.values()) for row in parquet.read().to_pylist()] == expected
+    assert cursors and set(cursors) == {"ServerCursor"}

@@ -1,0 +1,193 @@
+"""features.user_engagement: windowing, per-user aggregations and the interaction table."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_mlpipe.components.features import user_engagement
+
+END = datetime.datetime(2024, 6, 1)
+
+
+def _upstream(tmp_path: Path, table: pa.Table) -> dict:
+    path = tmp_path / f"upstream-{table.num_rows}-{id(table)}.parquet"
+    pq.write_table(table, path)
+    return {"extract": {"artifacts": {"data": f"file://{path}"}}}
+
+
+def _read(uri: str) -> pa.Table:
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(uri).open("rb") as handle:
+        return pq.read_table(handle)
+
+
+def _random_events(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    seconds = rng.integers(0, 60 * 86_400, size=n)  # 60 days before END, so half fall in a 30-day window
+    return {
+        "user_id": rng.integers(0, 40, size=n),
+        "item_id": rng.integers(0, 25, size=n),
+        "event_type": rng.choice(["view", "click", "purchase", "share"], size=n),
+        "value": np.round(rng.lognormal(2.0, 1.0, size=n), 3),
+        "when": np.datetime64(END - datetime.timedelta(days=60), "s") + seconds.astype("timedelta64[s]"),
+    }
+
+
+def _as_table(events: dict[str, np.ndarray]) -> pa.Table:
+    strings = np.char.replace(np.datetime_as_string(events["when"], unit="s"), "T", " ")
+    return pa.table({**{k: v for k, v in events.items() if k != "when"}, "date": strings})
+
+
+def test_aggregations_match_a_direct_numpy_computation(tmp_path, make_context):
+    events = _random_events(5_000)
+    config = user_engagement.Config(
+        window_days=30, aggregation=["mean", "std", "count", "sum", "min", "max"], window_end=END
+    )
+    result = user_engagement.run(config, make_context("features", _upstream(tmp_path, _as_table(events))))
+    features = _read(result["artifacts"]["features"])
+
+    start = np.datetime64(END - datetime.timedelta(days=30), "s")
+    in_window = (events["when"] >= start) & (events["when"] < np.datetime64(END, "s"))
+    users = np.unique(events["user_id"][in_window])
+    assert features.column("user_id").to_pylist() == users.tolist()
+    for column, function in {
+        "value_mean": np.mean,
+        "value_std": np.std,  # population standard deviation, ddof=0
+        "value_count": len,
+        "value_sum": np.sum,
+        "value_min": np.min,
+        "value_max": np.max,
+    }.items():
+        expected = [function(events["value"][in_window & (events["user_id"] == user)]) for user in users]
+        np.testing.assert_allclose(features.column(column).to_numpy(), expected, rtol=1e-12, err_msg=column)
+    assert result["metrics"]["events"] == int(in_window.sum())
+    assert result["metrics"]["users"] == len(users)
+
+
+def test_interactions_sum_event_weights_per_pair(tmp_path, make_context):
+    events = _random_events(3_000, seed=1)
+    weights = {"view": 1.0, "click": 2.5, "purchase": 8.0}
+    config = user_engagement.Config(
+        window_days=30, window_end=END, event_weights=weights, default_event_weight=0.5
+    )
+    result = user_engagement.run(config, make_context("features", _upstream(tmp_path, _as_table(events))))
+    interactions = _read(result["artifacts"]["interactions"])
+
+    in_window = events["when"] >= np.datetime64(END - datetime.timedelta(days=30), "s")
+    event_weight = np.array([weights.get(kind, 0.5) for kind in events["event_type"]])
+    expected: dict[tuple[int, int], list] = {}
+    for user, item, weight, when in zip(
+        events["user_id"][in_window],
+        events["item_id"][in_window],
+        event_weight[in_window],
+        events["when"][in_window],
+        strict=True,
+    ):
+        entry = expected.setdefault((int(user), int(item)), [0.0, 0, when])
+        entry[0] += weight
+        entry[1] += 1
+        entry[2] = max(entry[2], when)
+    got = {(row["user_id"], row["item_id"]): row for row in interactions.to_pylist()}
+    assert set(got) == set(expected)
+    for pair, (weight, count, last) in expected.items():
+        assert got[pair]["weight"] == pytest.approx(weight)
+        assert got[pair]["events"] == count
+        assert np.datetime64(got[pair]["last_event"], "s") == last
+    assert interactions.column_names == ["user_id", "item_id", "weight", "events", "last_event"]
+    assert result["metrics"]["interactions"] == len(expected)
+
+
+def test_window_is_start_inclusive_end_exclusive(tmp_path, make_context):
+    start = END - datetime.timedelta(days=7)
+    table = pa.table(
+        {
+            "user_id": [1, 2, 3, 4],
+            "item_id": [1, 1, 1, 1],
+            "event_type": ["view"] * 4,
+            "value": [1.0, 2.0, 3.0, 4.0],
+            "date": [
+                start - datetime.timedelta(seconds=1),  # before the window
+                start,  # first instant of the window
+                END - datetime.timedelta(seconds=1),  # last second of the window
+                END,  # belongs to the next interval
+            ],
+        }
+    )
+    config = user_engagement.Config(window_days=7, window_end=END)
+    result = user_engagement.run(config, make_context("features", _upstream(tmp_path, table)))
+    assert _read(result["artifacts"]["features"]).column("user_id").to_pylist() == [2, 3]
+
+
+def test_window_end_defaults_to_the_data_interval_end_then_the_latest_event(tmp_path, make_context):
+    table = pa.table(
+        {
+            "user_id": [1, 2, 3],
+            "item_id": [1, 1, 1],
+            "event_type": ["view"] * 3,
+            "value": [1.0, 2.0, 3.0],
+            "date": pa.array(
+                [datetime.date(2024, 5, 1), datetime.date(2024, 5, 20), datetime.date(2024, 5, 30)]
+            ),
+        }
+    )
+    upstream = _upstream(tmp_path, table)
+    config = user_engagement.Config(window_days=5)
+
+    interval_end = datetime.datetime(2024, 5, 22, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
+    scheduled = make_context("features", upstream, airflow_context={"data_interval_end": interval_end})
+    in_interval = user_engagement.run(config, scheduled)
+    # [2024-05-16 22:00, 2024-05-21 22:00) UTC holds only the event of 2024-05-20
+    assert _read(in_interval["artifacts"]["features"]).column("user_id").to_pylist() == [2]
+
+    manual = make_context("features", upstream, run_id="manual")
+    latest = user_engagement.run(config, manual)
+    # no interval: the window ends just after the latest event (2024-05-30) and includes it
+    assert _read(latest["artifacts"]["features"]).column("user_id").to_pylist() == [3]
+
+
+def test_zoned_timestamps_and_custom_column_names(tmp_path, make_context):
+    table = pa.table(
+        {
+            "customer": ["a", "b", "a"],
+            "product": ["x", "x", "y"],
+            "action": ["click", "view", "purchase"],
+            "amount": [1, 2, 3],
+            "ts": ["2024-05-31T23:30:00Z", "2024-06-01T01:30:00+02:00", "2024-06-01T00:00:00Z"],
+        }
+    )
+    config = user_engagement.Config(
+        window_days=1,
+        window_end=datetime.datetime(2024, 6, 1, tzinfo=datetime.UTC),
+        aggregation=["sum"],
+        user_column="customer",
+        item_column="product",
+        event_type_column="action",
+        value_column="amount",
+        timestamp_column="ts",
+    )
+    result = user_engagement.run(config, make_context("features", _upstream(tmp_path, table)))
+    features = _read(result["artifacts"]["features"])
+    # 01:30+02:00 is 23:30 UTC the day before: in the window; 00:00Z on June 1 is not.
+    assert features.to_pylist() == [{"user_id": "a", "amount_sum": 1.0}, {"user_id": "b", "amount_sum": 2.0}]
+
+
+def test_an_empty_window_is_an_error_not_an_empty_model(tmp_path, make_context):
+    table = _as_table(_random_events(100))
+    config = user_engagement.Config(window_days=3, window_end=datetime.datetime(2020, 1, 1))
+    with pytest.raises(ValueError, match="no events between"):
+        user_engagement.run(config, make_context("features", _upstream(tmp_path, table)))
+
+
+def test_missing_columns_are_named(tmp_path, make_context):
+    table = _as_table(_random_events(10)).drop_columns(["value"])
+    with pytest.raises(ValueError, match=r"no column\(s\) \['value'\]"):
+        user_engagement.run(
+            user_engagement.Config(window_end=END), make_context("features", _upstream(tmp_path, table))
+        )

@@ -1,0 +1,134 @@
+"""model.matrix_factorization: determinism, early stopping, and what it (never) trains on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from airflow_mlpipe.components import _split
+from airflow_mlpipe.components.model import matrix_factorization as mf
+
+SMALL = {"factors": 16, "regularization": 0.05, "epochs": 8, "early_stopping_patience": None}
+
+
+def _open(uri: str):
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(uri).open("rb")
+
+
+def _factors(result) -> tuple[np.ndarray, np.ndarray]:
+    with _open(result["artifacts"]["model"]) as handle, np.load(handle) as model:
+        return model["user_factors"], model["item_factors"]
+
+
+def test_same_seed_gives_identical_factors_and_another_seed_does_not(interactions_upstream, make_context):
+    upstream = interactions_upstream()
+    first = mf.run(mf.Config(**SMALL, seed=3), make_context("train", upstream, run_id="a"))
+    second = mf.run(mf.Config(**SMALL, seed=3), make_context("train", upstream, run_id="b"))
+    other = mf.run(mf.Config(**SMALL, seed=4), make_context("train", upstream, run_id="c"))
+
+    for same, again in zip(_factors(first), _factors(second), strict=True):
+        assert np.array_equal(same, again)
+    assert not np.array_equal(_factors(first)[0], _factors(other)[0])
+    assert first["metrics"] == second["metrics"]
+
+
+def test_early_stopping_keeps_the_best_epoch(interactions_upstream, make_context):
+    upstream = interactions_upstream()
+    config = mf.Config(factors=16, regularization=0.01, epochs=30, early_stopping_patience=3, seed=1)
+    result = mf.run(config, make_context("train", upstream, run_id="early"))
+    with _open(result["artifacts"]["history"]) as handle:
+        history = json.load(handle)["values"]
+    metrics = result["metrics"]
+
+    assert metrics["epochs_run"] == len(history)
+    best = metrics["best_epoch"]
+    assert history[best - 1] == max(history) == metrics["val_recall@10"]
+    assert all(value <= history[best - 1] for value in history[best:])
+    # it stopped exactly `patience` epochs after the best one (or ran out of epochs)
+    assert metrics["epochs_run"] == best + 3 < 30
+
+    # The factors kept are the best epoch's: training exactly that many epochs reproduces them.
+    replay = mf.Config(factors=16, regularization=0.01, epochs=best, early_stopping_patience=None, seed=1)
+    replayed = mf.run(replay, make_context("train", upstream, run_id="replay"))
+    for kept, again in zip(_factors(result), _factors(replayed), strict=True):
+        assert np.array_equal(kept, again)
+
+
+def test_patience_counts_epochs_without_improvement(interactions_upstream, make_context):
+    upstream = interactions_upstream()
+    # No epoch can improve by more than 1.0 on a metric in [0, 1]: only the first counts as best.
+    never_better = mf.Config(**{**SMALL, "epochs": 20, "early_stopping_patience": 4}, min_improvement=1.0)
+    stopped = mf.run(never_better, make_context("train", upstream, run_id="stop"))
+    assert (stopped["metrics"]["best_epoch"], stopped["metrics"]["epochs_run"]) == (1, 5)
+
+    no_patience = mf.run(mf.Config(**{**SMALL, "epochs": 6}), make_context("train", upstream, run_id="all"))
+    assert no_patience["metrics"]["epochs_run"] == 6
+
+
+def test_training_never_sees_held_out_pairs(interactions_upstream, make_context, monkeypatch):
+    upstream = interactions_upstream()
+    seen = {}
+    original = mf.train_als
+
+    def spy(config, train_matrix, validation_matrix, log):
+        seen["train"], seen["validation"] = train_matrix.copy(), validation_matrix.copy()
+        return original(config, train_matrix, validation_matrix, log)
+
+    monkeypatch.setattr(mf, "train_als", spy)
+    config = mf.Config(**SMALL, test_split=0.25, split_seed=11)
+    result = mf.run(config, make_context("train", upstream))
+
+    with _open(upstream["features"]["artifacts"]["interactions"]) as handle:
+        table = pq.read_table(handle)
+    with _open(result["artifacts"]["user_index"]) as handle:
+        user_row = dict(zip(*pq.read_table(handle).to_pydict().values(), strict=True))
+    with _open(result["artifacts"]["item_index"]) as handle:
+        item_row = dict(zip(*pq.read_table(handle).to_pydict().values(), strict=True))
+    users = table.column("user_id").to_numpy()
+    items = table.column("item_id").to_numpy()
+    test = _split.held_out(users, items, 0.25, 11)
+    rows = np.array([user_row[u] for u in users])
+    cols = np.array([item_row[i] for i in items])
+
+    trained = np.asarray(seen["train"][rows, cols]).ravel() != 0
+    validated = np.asarray(seen["validation"][rows, cols]).ravel() != 0
+    assert test.sum() > 0.2 * len(test)
+    assert not (trained & test).any(), "a held-out test pair was in the training matrix"
+    assert not (validated & test).any(), "a held-out test pair was used for early stopping"
+    assert not (trained & validated).any()
+    assert (trained | validated | test).all()  # every other pair is used
+    assert seen["train"].nnz == int(trained.sum())
+
+    with _open(result["artifacts"]["split"]) as handle:
+        record = json.load(handle)
+    assert (record["test_split"], record["split_seed"], record["test_pairs"]) == (0.25, 11, int(test.sum()))
+    assert result["metrics"]["test_interactions"] == int(test.sum())
+
+
+def test_artifacts_map_ids_to_factor_rows(interactions_upstream, make_context):
+    upstream = interactions_upstream()
+    result = mf.run(mf.Config(**SMALL), make_context("train", upstream))
+    user_factors, item_factors = _factors(result)
+    with _open(result["artifacts"]["user_index"]) as handle:
+        user_index = pq.read_table(handle)
+    with _open(result["artifacts"]["item_index"]) as handle:
+        item_index = pq.read_table(handle)
+    assert user_index.column_names == ["user_id", "index"]
+    assert user_factors.shape == (user_index.num_rows, 16)
+    assert item_factors.shape == (item_index.num_rows, 16)
+    assert sorted(user_index.column("index").to_pylist()) == list(range(user_index.num_rows))
+    assert result["artifacts"]["interactions"] == upstream["features"]["artifacts"]["interactions"]
+
+
+def test_config_validates_the_validation_metric():
+    assert mf.Config(validation_metric="ndcg@20").validation_metric == "ndcg@20"
+    with pytest.raises(ValidationError, match="unknown metric"):
+        mf.Config(validation_metric="recall")
+    with pytest.raises(ValidationError, match="coverage does not measure accuracy"):
+        mf.Config(validation_metric="coverage")
