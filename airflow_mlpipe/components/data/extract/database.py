@@ -92,7 +92,6 @@ class Config(BaseModel):
 
 def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     """Stream the query result into ``<artifact_dir>/data.parquet``."""
-    import pyarrow.parquet as pq
     from sqlalchemy import text
 
     statement = text(config.query)
@@ -109,7 +108,6 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
         target,
     )
     started = time.monotonic()
-    rows = batches = 0
     try:
         with engine.connect() as connection:
             # stream_results asks for a server-side cursor (PostgreSQL, MySQL); drivers without one,
@@ -119,33 +117,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
             )
             columns = list(result.keys())
             with target.open("wb") as sink:
-                writer: pq.ParquetWriter | None = None
-                try:
-                    for partition in result.partitions(config.batch_size):
-                        table = _to_table(
-                            partition, columns, config.column_types, writer.schema if writer else None
-                        )
-                        if writer is None:
-                            writer = pq.ParquetWriter(sink, table.schema, compression=config.compression)
-                        writer.write_table(table, row_group_size=config.batch_size)
-                        rows += table.num_rows
-                        batches += 1
-                        if batches % config.log_every_batches == 0:
-                            elapsed = time.monotonic() - started
-                            log.info(
-                                "Extracted %d rows in %d batches (%.0f rows/s)",
-                                rows,
-                                batches,
-                                rows / elapsed if elapsed else 0.0,
-                            )
-                    if writer is None:
-                        # No rows: still write a valid, empty file with the result's columns.
-                        empty = _to_table([], columns, config.column_types, None)
-                        writer = pq.ParquetWriter(sink, empty.schema, compression=config.compression)
-                        writer.write_table(empty)
-                finally:
-                    if writer is not None:
-                        writer.close()
+                rows, batches = _write_batches(result, columns, sink, config, log, started)
     finally:
         engine.dispose()
 
@@ -161,6 +133,41 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
         target,
     )
     return {"artifacts": {ARTIFACT_NAME: str(target)}, "metrics": {"rows": rows, "batches": batches}}
+
+
+def _write_batches(
+    result: Any, columns: list[str], sink: Any, config: Config, log: Any, started: float
+) -> tuple[int, int]:
+    """Write each fetched batch as one row group; return (rows, batches)."""
+    import pyarrow.parquet as pq
+
+    rows = batches = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for partition in result.partitions(config.batch_size):
+            table = _to_table(partition, columns, config.column_types, writer.schema if writer else None)
+            if writer is None:
+                writer = pq.ParquetWriter(sink, table.schema, compression=config.compression)
+            writer.write_table(table, row_group_size=config.batch_size)
+            rows += table.num_rows
+            batches += 1
+            if batches % config.log_every_batches == 0:
+                elapsed = time.monotonic() - started
+                log.info(
+                    "Extracted %d rows in %d batches (%.0f rows/s)",
+                    rows,
+                    batches,
+                    rows / elapsed if elapsed else 0,
+                )
+        if writer is None:
+            # No rows: still write a valid, empty file with the result's columns.
+            empty = _to_table([], columns, config.column_types, None)
+            writer = pq.ParquetWriter(sink, empty.schema, compression=config.compression)
+            writer.write_table(empty)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows, batches
 
 
 def _check_parameters(in_query: set[str], given: set[str]) -> None:
