@@ -1,0 +1,449 @@
+// The ML Pipelines page (airflow-mlpipe): reads ./api/ and draws the overview, the selected
+// pipeline's execution records, a chart per metric over runs, and its model registry.
+// Vanilla JS, no dependencies; every value from the API is inserted as text, never as HTML.
+"use strict";
+
+(function () {
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const REFRESH_MS = 60000;
+  const state = { pipelines: [], selected: null, timer: null };
+
+  // -- small DOM helpers -------------------------------------------------------------------
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") el.className = value;
+      else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+      else el.setAttribute(key, value === true ? "" : String(value));
+    }
+    append(el, children);
+    return el;
+  }
+
+  function s(tag, attrs) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, String(value));
+    return el;
+  }
+
+  function append(el, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  function clear(el) {
+    while (el.firstChild) el.removeChild(el.firstChild);
+    return el;
+  }
+
+  function fmtDate(iso) {
+    if (!iso) return "–";
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(iso);
+    return d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  }
+
+  function fmtSeconds(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    if (seconds < 60) return `${seconds.toFixed(1)} s`;
+    const m = Math.floor(seconds / 60);
+    if (m < 60) return `${m} min ${Math.round(seconds % 60)} s`;
+    return `${Math.floor(m / 60)} h ${m % 60} min`;
+  }
+
+  function fmtNumber(value) {
+    if (typeof value !== "number") return String(value);
+    if (Number.isInteger(value)) return String(value);
+    return Math.abs(value) >= 100 ? value.toFixed(1) : String(Number(value.toPrecision(4)));
+  }
+
+  function badge(text, kind) {
+    return h("span", { class: `badge ${kind || String(text).toLowerCase()}` }, text);
+  }
+
+  // A link to a page of the Airflow UI. Inside the UI (this page in its iframe) the parent
+  // window navigates, through its own router, instead of nesting Airflow inside the frame.
+  function airflowLink(path, text, title) {
+    return h("a", { href: `../${path}`, class: "airflow-link", title: title || null, onclick: openInAirflow }, text);
+  }
+
+  function openInAirflow(event) {
+    if (window.top === window || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    try {
+      const top = window.top;
+      const url = new URL(event.currentTarget.href);
+      if (url.origin !== top.location.origin) return;
+      event.preventDefault();
+      const index = (top.history.state && Number.isInteger(top.history.state.idx)) ? top.history.state.idx + 1 : 0;
+      const key = Math.random().toString(36).slice(2, 10);
+      top.history.pushState({ usr: null, key, idx: index }, "", url.pathname + url.search + url.hash);
+      top.dispatchEvent(new PopStateEvent("popstate", { state: top.history.state }));
+    } catch (error) {
+      // Another origin: let the browser follow the link inside the frame.
+    }
+  }
+
+  // -- API ---------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  async function api(path) {
+    const response = await fetch(`api/${path}`, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!response.ok) {
+      let detail = response.statusText;
+      try { detail = (await response.json()).detail || detail; } catch (error) { /* not JSON */ }
+      throw new ApiError(response.status, `${response.status} ${detail}`);
+    }
+    return response.json();
+  }
+
+  function showStatus(message, kind) {
+    const el = clear(document.getElementById("status"));
+    el.className = kind || "";
+    if (message instanceof Node) el.append(message);
+    else el.textContent = message || "";
+    el.hidden = !message;
+  }
+
+  function showError(error) {
+    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+      showStatus(h("span", {}, "Your Airflow session has expired or may not read this. ",
+        h("a", { href: window.location.pathname, onclick: () => window.location.reload() }, "Log in again")), "error");
+    } else {
+      showStatus(`Could not load the pipelines: ${error.message}`, "error");
+    }
+  }
+
+  // -- overview ----------------------------------------------------------------------------
+
+  function runCell(run) {
+    if (!run) return h("span", { class: "muted" }, "no runs");
+    return h("span", {}, badge(run.state || "none"), " ", fmtDate(run.start_date || run.run_after),
+      h("br"), h("span", { class: "muted" }, triggerText(run)));
+  }
+
+  function triggerText(entry) {
+    const record = entry.record || {};
+    const who = record.triggered_by || entry.run_type || "";
+    const source = entry.trigger_source ? ` via ${entry.trigger_source}` : "";
+    const user = record.triggered_by_user || entry.triggering_user_name;
+    return `${who}${source}${user ? ` by ${user}` : ""}`;
+  }
+
+  function stagesSummary(record) {
+    if (!record) return h("span", { class: "muted" }, "–");
+    const done = (record.stages_completed || []).length;
+    const total = done + (record.stages_failed || []).length + (record.stages_skipped || []).length;
+    return h("span", { class: "stages" },
+      badge(`${done}/${total} stages`, record.stages_failed && record.stages_failed.length ? "failed" : "success"),
+      (record.stages_failed || []).map((name) => [" ", badge(`✗ ${name}`, "failed")]));
+  }
+
+  function renderOverview(data) {
+    document.getElementById("environment").textContent =
+      `environment ${data.environment} · ${data.total_entries} pipeline${data.total_entries === 1 ? "" : "s"}`;
+    const body = clear(document.querySelector("#pipelines tbody"));
+    for (const p of data.pipelines) {
+      const selected = p.name === state.selected;
+      const row = h("tr", { class: selected ? "selected" : null, "data-pipeline": p.name },
+        h("td", {}, h("a", { href: `#${encodeURIComponent(p.name)}`, class: "pipeline-link" }, p.name),
+          p.valid ? null : [" ", badge("invalid spec", "failed")],
+          p.is_paused ? [" ", badge("paused", "paused")] : null),
+        h("td", {}, p.version || "–"),
+        h("td", {}, h("code", {}, p.config_version || "–")),
+        h("td", {}, p.environment || "–"),
+        h("td", {}, p.schedule ? h("code", {}, p.schedule) : h("span", { class: "muted" }, "manual")),
+        h("td", {}, p.owners.join(", ") || "–"),
+        h("td", {}, runCell(p.latest_run)),
+        h("td", {}, stagesSummary(p.latest_record && p.latest_record.record)),
+        h("td", {}, airflowLink(p.dag_path, "Open DAG ↗", `The ${p.name} DAG in Airflow`)));
+      body.append(row);
+    }
+    document.getElementById("overview").hidden = false;
+  }
+
+  // -- detail: summary ---------------------------------------------------------------------
+
+  function renderSummary(p) {
+    const card = clear(document.getElementById("summary"));
+    card.append(
+      h("div", { class: "card-head" },
+        h("h2", {}, p.name), p.valid ? badge(`v${p.version}`, "info") : badge("invalid spec", "failed"),
+        h("span", { class: "spacer" }), airflowLink(p.dag_path, "Open DAG in Airflow ↗")),
+      p.description ? h("p", {}, p.description) : null);
+    if (!p.valid) {
+      card.append(h("pre", { class: "problems" }, p.problems.join("\n")));
+      return;
+    }
+    const facts = [
+      ["Spec version", p.version], ["Config version", h("code", {}, p.config_version)],
+      ["Environment", p.environment], ["Schedule", p.schedule ? h("code", {}, p.schedule) : "manual only"],
+      ["Owners", p.owners.join(", ")], ["Failure e-mails", p.notify_on_failure.join(", ") || "none"],
+      ["Tags", p.tags.join(", ") || "–"],
+      ["Thresholds", Object.entries(p.thresholds).map(([k, v]) => `${k} ≥ ${v}`).join(", ") || "none"],
+    ];
+    card.append(h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+    card.append(h("div", { class: "stage-chain" },
+      p.stages.map((stage, i) => [i ? h("span", { class: "arrow" }, "→") : null,
+        h("span", { class: "stage", title: stage.component }, stage.name)])));
+  }
+
+  // -- detail: metric charts ---------------------------------------------------------------
+
+  // Quality metrics: those with a threshold or a baseline next to them (what evaluation
+  // components report); without any, every plain metric of every stage.
+  function metricSeries(entries, spec) {
+    const chronological = entries.filter((e) => e.record && e.record.outputs).slice().reverse();
+    const keys = new Map();
+    const addKey = (stage, name) => keys.set(`${stage}\u0000${name}`, { stage, name });
+    for (const entry of chronological) {
+      for (const [stage, out] of Object.entries(entry.record.outputs)) {
+        const metrics = (out && out.metrics) || {};
+        for (const name of Object.keys(metrics)) {
+          if (name.includes(".")) continue;
+          if (`threshold.${name}` in metrics || `baseline.${name}` in metrics || name in spec.thresholds) addKey(stage, name);
+        }
+      }
+    }
+    if (keys.size === 0) {
+      for (const entry of chronological) {
+        for (const [stage, out] of Object.entries(entry.record.outputs)) {
+          for (const [name, value] of Object.entries((out && out.metrics) || {})) {
+            if (!name.includes(".") && typeof value === "number" && keys.size < 8) addKey(stage, name);
+          }
+        }
+      }
+    }
+    return [...keys.values()].map(({ stage, name }) => ({
+      stage,
+      name,
+      points: chronological.flatMap((entry, index) => {
+        const metrics = ((entry.record.outputs[stage] || {}).metrics) || {};
+        if (typeof metrics[name] !== "number") return [];
+        const threshold = typeof metrics[`threshold.${name}`] === "number" ? metrics[`threshold.${name}`]
+          : (typeof spec.thresholds[name] === "number" ? spec.thresholds[name] : null);
+        return [{
+          index,
+          run_id: entry.run_id,
+          when: entry.start_date || entry.record.timestamp,
+          value: metrics[name],
+          baseline: typeof metrics[`baseline.${name}`] === "number" ? metrics[`baseline.${name}`] : null,
+          threshold,
+          passed: threshold === null ? null : metrics[name] >= threshold,
+        }];
+      }),
+      runs: chronological.length,
+    })).filter((series) => series.points.length);
+  }
+
+  function chart(series) {
+    const W = 380, H = 200, M = { top: 16, right: 16, bottom: 34, left: 52 };
+    const values = series.points.flatMap((p) => [p.value, p.threshold, p.baseline]).filter((v) => v !== null);
+    let lo = Math.min(...values), hi = Math.max(...values);
+    if (lo === hi) { lo -= Math.abs(lo) * 0.1 || 1; hi += Math.abs(hi) * 0.1 || 1; }
+    const pad = (hi - lo) * 0.08;
+    lo = lo >= 0 && lo - pad < 0 ? 0 : lo - pad;
+    hi += pad;
+    const n = Math.max(series.runs, 2);
+    const x = (i) => M.left + (series.runs === 1 ? (W - M.left - M.right) / 2 : (i / (n - 1)) * (W - M.left - M.right));
+    const y = (v) => M.top + (1 - (v - lo) / (hi - lo)) * (H - M.top - M.bottom);
+    const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+      "aria-label": `${series.name} over ${series.points.length} runs`, "data-metric": series.name });
+
+    for (let t = 0; t <= 4; t++) {
+      const v = lo + ((hi - lo) * t) / 4;
+      svg.append(s("line", { class: "grid", x1: M.left, x2: W - M.right, y1: y(v), y2: y(v) }));
+      const label = s("text", { class: "tick", x: M.left - 6, y: y(v) + 4, "text-anchor": "end" });
+      label.textContent = String(Number(v.toPrecision(3)));
+      svg.append(label);
+    }
+    const path = (pts, key) => pts.map((p, i) => `${i ? "L" : "M"}${x(p.index).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" ");
+    const withBaseline = series.points.filter((p) => p.baseline !== null);
+    if (withBaseline.length) svg.append(s("path", { class: "baseline", d: path(withBaseline, "baseline") }));
+    const withThreshold = series.points.filter((p) => p.threshold !== null);
+    if (withThreshold.length) {
+      const first = withThreshold[0], last = withThreshold[withThreshold.length - 1];
+      const d = withThreshold.length === 1
+        ? `M${M.left},${y(first.threshold)} L${W - M.right},${y(first.threshold)}`
+        : `M${M.left},${y(first.threshold)} ` + path(withThreshold, "threshold").replace(/^M/, "L") + ` L${W - M.right},${y(last.threshold)}`;
+      svg.append(s("path", { class: "threshold", d }));
+      const label = s("text", { class: "threshold-label", x: W - M.right, y: y(last.threshold) - 5, "text-anchor": "end" });
+      label.textContent = `threshold ${fmtNumber(last.threshold)}`;
+      svg.append(label);
+    }
+    svg.append(s("path", { class: "metric-line", d: path(series.points, "value") }));
+    for (const p of series.points) {
+      const dot = s("circle", { class: `point ${p.passed === null ? "" : p.passed ? "pass" : "fail"}`, cx: x(p.index), cy: y(p.value), r: 4 });
+      const title = s("title", {});
+      title.textContent = `${series.name} = ${fmtNumber(p.value)}` +
+        (p.threshold !== null ? ` (threshold ${fmtNumber(p.threshold)}: ${p.passed ? "pass" : "FAIL"})` : "") +
+        (p.baseline !== null ? `, baseline ${fmtNumber(p.baseline)}` : "") + `\n${p.run_id}\n${fmtDate(p.when)}`;
+      dot.append(title);
+      svg.append(dot);
+    }
+    const first = series.points[0], last = series.points[series.points.length - 1];
+    for (const [p, anchor] of [[first, "start"], [last, "end"]]) {
+      if (p === last && p === first && series.points.length > 1) continue;
+      const label = s("text", { class: "tick", x: x(p.index), y: H - 12, "text-anchor": series.runs === 1 ? "middle" : anchor });
+      label.textContent = fmtDate(p.when).slice(0, 16);
+      svg.append(label);
+      if (series.points.length === 1) break;
+    }
+    return svg;
+  }
+
+  function renderCharts(entries, spec) {
+    const box = clear(document.getElementById("charts"));
+    const all = metricSeries(entries, spec);
+    if (!all.length) {
+      box.append(h("p", { class: "muted" }, "No metrics recorded yet."));
+      return;
+    }
+    for (const series of all) {
+      const last = series.points[series.points.length - 1];
+      box.append(h("figure", { class: "chart-card" },
+        h("figcaption", {}, h("b", {}, series.name), h("span", { class: "muted" }, ` ${series.stage} · latest ${fmtNumber(last.value)}`),
+          last.passed === null ? null : [" ", badge(last.passed ? "pass" : "fail", last.passed ? "success" : "failed")]),
+        chart(series),
+        h("div", { class: "legend" }, h("span", { class: "key metric" }, "metric"),
+          series.points.some((p) => p.threshold !== null) ? h("span", { class: "key threshold" }, "threshold") : null,
+          series.points.some((p) => p.baseline !== null) ? h("span", { class: "key baseline" }, "baseline") : null)));
+    }
+  }
+
+  // -- detail: execution records -----------------------------------------------------------
+
+  function outputsDetails(record) {
+    const outputs = record.outputs || {};
+    const stages = Object.keys(outputs);
+    if (!stages.length && !Object.keys(record.errors || {}).length) return h("span", { class: "muted" }, "–");
+    return h("details", {}, h("summary", {}, `${stages.length} stage output${stages.length === 1 ? "" : "s"}`),
+      h("dl", { class: "outputs" }, stages.map((stage) => [
+        h("dt", {}, stage),
+        h("dd", {},
+          Object.entries(outputs[stage].artifacts || {}).map(([k, v]) => h("div", {}, h("code", {}, k), " ", h("span", { class: "uri" }, v))),
+          Object.entries(outputs[stage].metrics || {}).filter(([k]) => !k.includes(".") || k === "all_metrics_passed")
+            .map(([k, v]) => h("div", {}, h("code", {}, k), ` = ${fmtNumber(v)}`))),
+      ]), Object.entries(record.errors || {}).map(([stage, error]) => [
+        h("dt", { class: "error" }, `${stage} (failed)`), h("dd", {}, h("pre", {}, error))])));
+  }
+
+  function renderRecords(entries) {
+    const box = clear(document.getElementById("records"));
+    if (!entries.length) {
+      box.append(h("p", { class: "muted" }, "No execution records yet: trigger the DAG, or wait for its schedule."));
+      return;
+    }
+    const rows = entries.map((entry) => {
+      const r = entry.record || {};
+      const durations = Object.entries(r.stage_durations || {}).map(([k, v]) => `${k}: ${fmtSeconds(v)}`).join("\n");
+      return h("tr", { "data-run-id": entry.run_id },
+        h("td", {}, airflowLink(entry.run_path, entry.run_id, "This run in Airflow"), h("br"),
+          h("span", { class: "muted" }, fmtDate(entry.start_date || r.timestamp))),
+        h("td", {}, badge(entry.state || "none")),
+        h("td", {}, r.triggered_by || "–", entry.trigger_source ? h("div", { class: "muted" }, `via ${entry.trigger_source}`) : null,
+          r.triggered_by_user ? h("div", { class: "muted" }, `by ${r.triggered_by_user}`) : null),
+        h("td", {}, h("code", { title: r.git_commit || "" }, (r.git_commit || "–").slice(0, 10))),
+        h("td", { class: "stages" },
+          (r.stages_completed || []).map((n) => badge(`✓ ${n}`, "success")),
+          (r.stages_failed || []).map((n) => badge(`✗ ${n}`, "failed")),
+          (r.stages_skipped || []).map((n) => badge(`– ${n}`, "skipped"))),
+        h("td", { title: durations }, fmtSeconds(entry.duration_seconds),
+          durations ? h("div", { class: "muted small" }, durations.split("\n").slice(0, 6).map((line) => h("div", {}, line))) : null),
+        h("td", {}, outputsDetails(r)));
+    });
+    box.append(h("table", { class: "grid records" },
+      h("thead", {}, h("tr", {}, ["Run", "State", "Triggered by", "Git commit", "Stages", "Duration", "Outputs"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows)));
+  }
+
+  // -- detail: registry --------------------------------------------------------------------
+
+  function renderRegistry(data) {
+    const box = clear(document.getElementById("registry"));
+    if (!data.models.length) {
+      box.append(h("p", { class: "muted" }, "This pipeline registers no model."));
+      return;
+    }
+    for (const model of data.models) {
+      const head = h("div", { class: "registry-head" }, h("b", {}, model.model_name), " ", h("span", { class: "uri" }, model.uri), " ",
+        model.alias_version !== null ? badge(`${model.alias} → v${model.alias_version}`, "success") : badge(`no ${model.alias} version`, "skipped"));
+      const section = h("div", { class: "registry-model", "data-uri": model.uri }, head);
+      if (model.error) section.append(h("p", { class: "error" }, `Could not read the registry: ${model.error}`));
+      else if (!model.versions.length) section.append(h("p", { class: "muted" }, "No versions registered yet."));
+      else {
+        section.append(h("table", { class: "grid registry" },
+          h("thead", {}, h("tr", {}, ["Version", "Created", "Run", "Metrics", ""].map((t) => h("th", {}, t)))),
+          h("tbody", {}, model.versions.map((v) => h("tr", { class: v.version === model.alias_version ? "aliased" : null },
+            h("td", {}, `v${v.version}`),
+            h("td", {}, fmtDate(v.created_at)),
+            h("td", {}, h("code", {}, v.run_id || "–")),
+            h("td", {}, Object.entries(v.metrics).filter(([k]) => !k.includes(".") && (k.includes("@") || k === "coverage" || k in v.thresholds))
+              .map(([k, val]) => h("span", { class: "metric-pill" }, `${k} ${fmtNumber(val)}`))),
+            h("td", {}, v.version === model.alias_version ? badge(model.alias, "success") : null))))));
+        if (model.total_versions > model.versions.length) {
+          section.append(h("p", { class: "muted" }, `Showing the newest ${model.versions.length} of ${model.total_versions} versions.`));
+        }
+      }
+      box.append(section);
+    }
+  }
+
+  // -- flow --------------------------------------------------------------------------------
+
+  async function loadDetail(name) {
+    const spec = state.pipelines.find((p) => p.name === name);
+    const detail = document.getElementById("detail");
+    if (!spec) { detail.hidden = true; return; }
+    renderSummary(spec);
+    detail.hidden = false;
+    for (const id of ["charts", "records", "registry"]) clear(document.getElementById(id)).append(h("p", { class: "muted" }, "Loading…"));
+    const encoded = encodeURIComponent(name);
+    const [records, registry] = await Promise.all([api(`pipelines/${encoded}/records?limit=100`), api(`pipelines/${encoded}/registry`)]);
+    if (state.selected !== name) return;
+    renderCharts(records.records, spec);
+    renderRecords(records.records);
+    renderRegistry(registry);
+  }
+
+  async function refresh() {
+    try {
+      const data = await api("pipelines");
+      state.pipelines = data.pipelines;
+      const wanted = decodeURIComponent(window.location.hash.slice(1));
+      state.selected = data.pipelines.some((p) => p.name === wanted) ? wanted : (data.pipelines[0] || {}).name || null;
+      renderOverview(data);
+      showStatus(data.pipelines.length ? "" : `No pipelines you may read in ${data.spec_folder}.`);
+      if (state.selected) await loadDetail(state.selected);
+      document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+      document.body.dataset.loaded = "true";
+    } catch (error) {
+      showError(error);
+      document.body.dataset.loaded = "error";
+    }
+  }
+
+  window.addEventListener("hashchange", () => {
+    state.selected = decodeURIComponent(window.location.hash.slice(1));
+    for (const row of document.querySelectorAll("#pipelines tbody tr")) {
+      row.classList.toggle("selected", row.dataset.pipeline === state.selected);
+    }
+    loadDetail(state.selected).catch(showError);
+  });
+
+  document.addEventListener("DOMContentLoaded", () => {
+    document.getElementById("refresh").addEventListener("click", refresh);
+    refresh();
+    state.timer = window.setInterval(refresh, REFRESH_MS);
+  });
+})();
