@@ -38,6 +38,11 @@ SEMVER_PATTERN = (
 # special schedules); kept here so validating a spec does not import Airflow.
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
+try:
+    from yaml import CSafeDumper as _SafeDumper
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeDumper as _SafeDumper  # type: ignore[assignment]
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
 _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -239,8 +244,12 @@ class Pipeline(_Model):
         return yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True)
 
 
-class _SpecDumper(yaml.SafeDumper):
-    """Safe YAML, plus durations as ISO 8601 (which :data:`Duration` reads back)."""
+class _SpecDumper(_SafeDumper):
+    """Safe YAML, plus durations as ISO 8601 (which :data:`Duration` reads back).
+
+    libyaml's emitter (like the reader's parser): PyYAML's own emitter writes a NEL (U+0085)
+    unescaped inside quotes, where it reads back as a line break.
+    """
 
 
 _SpecDumper.add_representer(

@@ -92,6 +92,15 @@ def _merge_stages(base: LocatedList, overlay: LocatedList, problems: list[Proble
                 continue
             stages.append((_without(item, REMOVE_KEY) if REMOVE_KEY in item else item, item_location))
             by_name[name] = len(stages) - 1
+        elif stages[index] is None:
+            problems.append(
+                Problem(
+                    f"the overlay names stage '{name}' after removing it",
+                    item.value_locations["name"],
+                    f"stages[{name}]",
+                    "name each stage once in an overlay",
+                )
+            )
         elif removing:
             extra = set(item) - {"name", REMOVE_KEY}
             if extra:

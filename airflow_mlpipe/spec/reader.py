@@ -12,6 +12,7 @@ is refused, and aliases are expanded under a budget so a "billion laughs" docume
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ _SCALAR_TAGS = {_CORE_TAG + name for name in ("str", "int", "float", "bool", "nu
 _MAPPING_TAGS = {_CORE_TAG + "map"}
 _SEQUENCE_TAGS = {_CORE_TAG + "seq"}
 _MERGE_TAG = _CORE_TAG + "merge"
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML's line breaks
 
 
 class LocatedDict(dict):  # type: ignore[type-arg]
@@ -146,7 +148,14 @@ def parse_yaml(raw: bytes | str, file: str) -> Any:
                 )
             ]
         )
-    return _Builder(file).build(node)
+    return _Builder(file, text).build(node)
+
+
+def _end_of(text: str, file: str) -> Location:
+    """Where ``text`` ends (libyaml puts the end of a file without a final line break on a line
+    after the last one)."""
+    lines = _LINE_BREAK.split(text)
+    return Location(file, len(lines), len(lines[-1]) + 1)
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Problem:
@@ -156,8 +165,10 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Problem:
     if exc.context:
         message = f"{exc.context}; {message}"
     suggestion = ""
-    # libyaml (the C loader) does not quote the offending character: look at the text itself.
     index = getattr(mark, "index", None)
+    if isinstance(index, int) and index >= len(text):
+        location = _end_of(text, file)
+    # libyaml (the C loader) does not quote the offending character: look at the text itself.
     at_mark = text[index : index + 1] if isinstance(index, int) else ""
     if "\\t" in message or "'\t'" in message or "tab character" in message or at_mark == "\t":
         suggestion = "YAML indents with spaces, not tabs: replace the tab with spaces"
@@ -171,12 +182,15 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Problem:
 class _Builder:
     """Turns a composed node graph into located plain data, within a value budget."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, text: str) -> None:
         self.file = file
+        self.text = text
         self.values = 0
         self.constructor = yaml.constructor.SafeConstructor()
 
     def location(self, node: yaml.Node) -> Location:
+        if node.start_mark.index >= len(self.text):  # an empty value at the very end ('? key')
+            return _end_of(self.text, self.file)
         return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
 
     def fail(self, node: yaml.Node, message: str, suggestion: str = "", path: str = "") -> SpecError:

@@ -474,6 +474,27 @@ def test_to_yaml_reads_back_to_an_equal_model_with_the_same_config_version(
     )
 
 
+@pytest.mark.parametrize(
+    "description",
+    [
+        "a\x85b",
+        "line\u2028separator",
+        " leading and trailing ",
+        "multi\nline\n",
+        "yes",
+        "null",
+        "é ✓",
+        "'\"#: x",
+    ],
+)
+def test_to_yaml_round_trips_awkward_strings(tmp_path: Path, description: str) -> None:
+    text = edit(VALID, "description: a test pipeline", f"description: {json.dumps(description)}")
+    pipeline = load(write(tmp_path, "demo.yaml", text))
+    assert pipeline.metadata.description == description
+    reloaded = Pipeline.model_validate(yaml.safe_load(pipeline.to_yaml()))
+    assert reloaded.metadata.description == description
+
+
 def test_to_yaml_leaves_out_defaults_and_keeps_field_order(tmp_path: Path) -> None:
     pipeline = load(write(tmp_path, "demo.yaml", VALID))
     data = yaml.safe_load(pipeline.to_yaml())

@@ -251,6 +251,14 @@ def test_overlay_removing_an_unknown_stage_is_an_error(tmp_path: Path) -> None:
     assert problem.suggestion == "did you mean 'extract'?"
 
 
+def test_naming_a_stage_after_removing_it_is_an_error(tmp_path: Path) -> None:
+    overlay = "stages:\n  - name: extract\n    remove: true\n  - name: extract\n    retries: 1\n"
+    problem = only_overlay_problem(tmp_path, overlay)
+    assert where(problem) == ("demo.prod.yaml", 4, 11)
+    assert problem.field == "stages[extract]"
+    assert problem.message == "the overlay names stage 'extract' after removing it"
+
+
 def test_remove_with_other_keys_is_an_error(tmp_path: Path) -> None:
     problem = only_overlay_problem(tmp_path, "stages:\n  - name: train\n    remove: true\n    retries: 2\n")
     assert where(problem) == ("demo.prod.yaml", 2, 5)

@@ -38,6 +38,23 @@ def test_unclosed_flow_sequence_reports_line_and_column_of_the_break(tmp_path: P
     assert "did not find expected ',' or ']'" in problem.message
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [("name: [", 1, 8), ("name: demo\nversion: [", 2, 11), ("name: demo\nversion: [\n", 3, 1)],
+)
+def test_error_at_the_end_of_the_file_points_inside_the_file(text: str, line: int, column: int) -> None:
+    # libyaml puts the end of a file without a final line break on a line after the last one.
+    problem = parse_problem(text)
+    assert problem.location is not None
+    assert (problem.location.line, problem.location.column) == (line, column)
+
+
+def test_empty_value_at_the_end_of_the_file_is_located_inside_the_file() -> None:
+    data = parse_yaml("name: demo\n? owner", "f.yaml")
+    assert data == {"name": "demo", "owner": None}
+    assert str(data.value_locations["owner"]) == "f.yaml:2:8"
+
+
 def test_colon_inside_plain_value_suggests_quoting(tmp_path: Path) -> None:
     problem = only_problem(tmp_path, "name: demo\ndescription: see: here\n")
     assert where(problem) == ("demo.yaml", 2, 17)
