@@ -185,6 +185,15 @@ def test_the_alias_moves_only_when_promote_if_holds(
     ]
 
 
+def test_a_late_retry_does_not_take_the_alias_back(tmp_path, make_context, evaluated):
+    config = _config(tmp_path, promote_if="always")
+    registry.run(config, make_context("register", evaluated(), run_id="old"))
+    registry.run(config, make_context("register", evaluated(), run_id="new"))
+    retry = registry.run(config, make_context("register", evaluated(), run_id="old"))
+    assert (retry["metrics"]["version"], retry["metrics"]["promoted"]) == (1, 0.0)
+    assert registry.read_alias(config.registry, "recommender")["version"] == 2
+
+
 def test_all_metrics_passed_needs_the_evaluation_metric(tmp_path, make_context, evaluated):
     upstream = evaluated()
     del upstream["evaluate"]["metrics"]["all_metrics_passed"]

@@ -21,7 +21,9 @@ How versions stay unique and complete:
 * Readers only consider versions with ``_COMPLETE``, which is written after every artifact and
   the metadata, so a half-written version is never visible (see :func:`list_versions`).
 * Promotion writes the alias file in one step: through a temporary file and an atomic rename
-  on local filesystems, a single-object put (atomic by itself) on object stores.
+  on local filesystems, a single-object put (atomic by itself) on object stores. Otherwise the
+  last promotion wins, except that a retry of an older run never takes the alias back from a
+  newer version.
 
 ``promote_if`` decides promotion: ``all_metrics_passed`` (the upstream metric of
 ``evaluation.recommender`` is 1.0), ``always`` or ``never``. The stage updates the Airflow Asset
@@ -135,13 +137,18 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
         log.info("Run %s already registered version %d; not creating another", context.run_id, version)
         metadata = json.loads((version_dir / METADATA).read_text())
     else:
-        metadata = _write_version(version, version_dir, model_name, selected, config, context)
+        metadata = _write_version(version, version_dir, model_name, selected, context)
 
     promote = {
         "always": True,
         "never": False,
         "all_metrics_passed": upstream.metrics.get("all_metrics_passed") == 1.0,
     }[config.promote_if]
+    current = _read_json(model_root / "aliases" / f"{config.alias}.json")
+    if promote and complete and current is not None and current.get("version", 0) > version:
+        # A retry of an old run must not take the alias back from a newer version.
+        log.info("Not promoting: %s already points to the newer version %s", config.alias, current["version"])
+        promote = False
     if promote:
         _write_alias(model_root, config.alias, version, version_dir, context)
         log.info("Promoted: %s now points to version %d", config.alias, version)
@@ -182,10 +189,7 @@ def read_alias(
     registry: str, model_name: str, alias: str = "production", conn_id: str | None = None
 ) -> dict[str, Any] | None:
     """What ``alias`` points to (``{"version": N, "uri": ...}``), or None if it was never set."""
-    path = _path(f"{registry.rstrip('/')}/{model_name}", conn_id) / "aliases" / f"{alias}.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
+    return _read_json(_path(f"{registry.rstrip('/')}/{model_name}", conn_id) / "aliases" / f"{alias}.json")
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -195,6 +199,12 @@ def _path(uri: str, conn_id: str | None) -> Any:
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(uri, conn_id=conn_id) if conn_id else ObjectStoragePath(uri)
+
+
+def _read_json(path: Any) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
 
 
 def _version_dir(model_root: Any, version: int) -> Any:
@@ -278,7 +288,6 @@ def _write_version(
     version_dir: Any,
     model_name: str,
     artifacts: Mapping[str, str],
-    config: Config,
     context: ComponentContext,
 ) -> dict[str, Any]:
     """Copy the artifacts, then the metadata, then ``_COMPLETE``: in that order, so readers that
