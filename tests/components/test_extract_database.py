@@ -209,3 +209,98 @@ def test_postgres_extract_streams_through_a_server_side_cursor(postgres_dsn, mak
     assert parquet.metadata.num_row_groups == math.ceil(len(expected) / 300)
     assert [tuple(row.values()) for row in parquet.read().to_pylist()] == expected
     assert cursors and set(cursors) == {"ServerCursor"}
+
+
+# -- fault injection: the database goes away or fails half-way ---------------------------------
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _leftovers(context) -> list[str]:
+    return sorted(path.name for path in context.artifact_dir.iterdir())
+
+
+def test_a_postgres_server_refusing_connections_fails_naming_the_connection(make_context, monkeypatch):
+    # A closed port: the driver gets "connection refused" straight away.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WAREHOUSE_DOWN", f"postgresql://etl:s3cret-pw@127.0.0.1:{_free_port()}/test"
+    )
+    context = make_context("extract")
+    config = database.Config(query="SELECT * FROM user_events", connection="warehouse_down")
+
+    with pytest.raises(database.DatabaseUnavailableError) as failure:
+        database.run(config, context)
+
+    message = str(failure.value)
+    assert "Airflow connection 'warehouse_down'" in message
+    assert "postgresql" in message and "refused" in message.lower()
+    assert "s3cret-pw" not in message  # the password stays out of the task log
+    assert _leftovers(context) == []  # nothing written, not even a partial file
+
+
+def test_a_sqlite_file_in_a_missing_folder_fails_naming_the_connection(
+    tmp_path, make_context, sqlite_connection
+):
+    missing = tmp_path / "no" / "such" / "folder" / "analytics.db"
+    sqlite_connection("analytics_db", missing)
+    context = make_context("extract")
+    config = database.Config(query="SELECT * FROM user_events", connection="analytics_db")
+
+    with pytest.raises(
+        database.DatabaseUnavailableError, match="Airflow connection 'analytics_db' \\(sqlite\\)"
+    ):
+        database.run(config, context)
+
+    assert _leftovers(context) == []
+    assert not missing.parent.exists()  # and the extract did not create the database somewhere
+
+
+def test_a_query_failing_half_way_leaves_no_data_artifact(tmp_path, make_context, sqlite_connection, caplog):
+    rows = [(i, i, "view", 1.0, "2024-05-01") for i in range(1_000)]
+    sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", rows))
+    # SQLite evaluates lazily (no ORDER BY, so nothing is sorted up front): abs() of the smallest
+    # integer overflows only when row 700 is reached (the driver steps one row ahead, so while the
+    # seventh batch is fetched), after six 100-row batches were written.
+    config = database.Config(
+        query=(
+            "SELECT user_id, CASE WHEN user_id >= 700 THEN abs(-9223372036854775807 - 1) ELSE item_id END "
+            "AS item_id FROM user_events"
+        ),
+        connection="analytics_db",
+        batch_size=100,
+        log_every_batches=1,
+    )
+    context = make_context("extract")
+    caplog.set_level("INFO", logger="tests.components.extract")
+
+    with pytest.raises(
+        database.QueryFailedError, match=r"connection 'analytics_db' \(sqlite\) failed.*overflow"
+    ):
+        database.run(config, context)
+
+    assert "Extracted 600 rows in 6 batches" in caplog.text  # it really failed half-way
+    assert _leftovers(context) == []  # neither data.parquet nor the partial file
+
+
+def test_a_failure_while_publishing_leaves_only_a_file_marked_partial(
+    tmp_path, make_context, sqlite_connection, monkeypatch
+):
+    sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", [(1, 1, "view", 1.0, "2024-05-01")]))
+
+    def storage_gone(partial, target):
+        raise OSError("storage unavailable")
+
+    monkeypatch.setattr(database, "_publish", storage_gone)
+    context = make_context("extract")
+    with pytest.raises(OSError, match="storage unavailable"):
+        database.run(database.Config(query="SELECT * FROM user_events", connection="analytics_db"), context)
+    # Publishing failed after the file was complete: there is no data.parquet, nothing was
+    # reported, and what is left says it is partial.
+    assert _leftovers(context) == [database.PARTIAL_NAME]

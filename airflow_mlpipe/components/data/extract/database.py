@@ -9,6 +9,12 @@ Rows are fetched ``batch_size`` at a time (a server-side cursor where the driver
 PostgreSQL) and each batch becomes one Parquet row group, so memory stays bounded by the batch
 whatever the size of the result.
 
+The file is written as ``.data.parquet.partial`` and renamed to ``data.parquet`` only once every
+row is in it. If the database cannot be reached the stage fails with an error naming the Airflow
+connection before anything is written; if the query fails half-way the partial file is deleted
+(and would keep its ``.partial`` name if even that failed), so a truncated extract is never
+reported as the stage's output.
+
 Artifacts: ``data`` (the Parquet file). Metrics: ``rows``, ``batches``.
 """
 
@@ -50,6 +56,15 @@ ARROW_TYPE_NAMES = (
 
 ARTIFACT_NAME = "data"
 FILE_NAME = "data.parquet"
+PARTIAL_NAME = f".{FILE_NAME}.partial"
+
+
+class DatabaseUnavailableError(ConnectionError):
+    """The database behind an Airflow connection could not be reached (or refused us)."""
+
+
+class QueryFailedError(RuntimeError):
+    """The database accepted the connection but the query failed (possibly after some batches)."""
 
 
 class Config(BaseModel):
@@ -99,6 +114,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
 
     engine = _engine(config.connection)
     target = context.artifact_dir / FILE_NAME
+    partial = context.artifact_dir / PARTIAL_NAME
     log = context.log
     log.info(
         "Extracting from connection '%s' (%s) in batches of %d rows into %s",
@@ -109,15 +125,23 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     )
     started = time.monotonic()
     try:
-        with engine.connect() as connection:
-            # stream_results asks for a server-side cursor (PostgreSQL, MySQL); drivers without one,
-            # such as SQLite's, already fetch lazily.
-            result = connection.execution_options(stream_results=True, yield_per=config.batch_size).execute(
-                statement, config.parameters
-            )
-            columns = list(result.keys())
-            with target.open("wb") as sink:
-                rows, batches = _write_batches(result, columns, sink, config, log, started)
+        with _connect(engine, config.connection) as connection:
+            try:
+                # stream_results asks for a server-side cursor (PostgreSQL, MySQL); drivers without
+                # one, such as SQLite's, already fetch lazily.
+                result = connection.execution_options(
+                    stream_results=True, yield_per=config.batch_size
+                ).execute(statement, config.parameters)
+                columns = list(result.keys())
+                with partial.open("wb") as sink:
+                    rows, batches = _write_batches(result, columns, sink, config, log, started)
+            except BaseException:
+                _remove_quietly(partial, log)
+                raise
+        _publish(partial, target)
+    except Exception as exc:
+        _raise_with_connection(exc, config.connection, engine.dialect.name)
+        raise
     finally:
         engine.dispose()
 
@@ -133,6 +157,49 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
         target,
     )
     return {"artifacts": {ARTIFACT_NAME: str(target)}, "metrics": {"rows": rows, "batches": batches}}
+
+
+def _connect(engine: Any, conn_id: str) -> Any:
+    """Open a connection; a database that cannot be reached is an error naming the Airflow connection."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return engine.connect()
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip() if exc.orig is not None else str(exc)
+        raise DatabaseUnavailableError(
+            f"cannot connect to the database of Airflow connection '{conn_id}' ({engine.dialect.name}): "
+            f"{reason}"
+        ) from exc
+
+
+def _raise_with_connection(exc: Exception, conn_id: str, dialect: str) -> None:
+    """Re-raise a driver error from the query as one that names the connection (others pass)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        reason = str(exc.orig).strip() if exc.orig is not None else str(exc)
+        raise QueryFailedError(
+            f"the query on Airflow connection '{conn_id}' ({dialect}) failed: {reason}; "
+            "no data artifact was written"
+        ) from exc
+
+
+def _publish(partial: Any, target: Any) -> None:
+    """Give the finished file its final name (an atomic rename on local filesystems)."""
+    import os
+
+    if partial.protocol in ("file", "local"):
+        os.replace(partial.path, target.path)
+    else:  # object stores: a server-side copy, then the partial object is deleted
+        partial.fs.mv(partial.path, target.path)
+
+
+def _remove_quietly(path: Any, log: Any) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except Exception as exc:  # the original error matters more; the name still says "partial"
+        log.warning("Could not delete the partial extract %s: %s", path, exc)
 
 
 def _write_batches(
