@@ -30,7 +30,12 @@ demo: $(INSTALLED)
 	$(BIN)/python -m airflow_mlpipe.demo
 
 bench: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/validate_spec.py --quick
+	$(BIN)/python benchmarks/parse_dags.py --quick
+	$(BIN)/python benchmarks/stage_overhead.py --quick
+	$(BIN)/python benchmarks/extract_postgres.py --quick
+	$(BIN)/python benchmarks/train_evaluate.py --quick
 
 schema: $(INSTALLED)
 	$(BIN)/mlpipe schema --output schema/pipeline.schema.json

@@ -1,0 +1,33 @@
+"""The project's operators with YAML-friendly arguments, for the dag-factory contestant.
+
+dag-factory passes a task's YAML keys to the operator as keyword arguments, and YAML cannot
+spell the ``PipelineRef`` dataclass the operators take. These subclasses accept it as a mapping,
+so the dag-factory DAGs hold exactly the same operators, arguments and dependencies as the
+factory's and the hand-written ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_mlpipe.operators.component import ComponentOperator, PipelineRef
+from airflow_mlpipe.operators.record import ExecutionRecordOperator
+
+
+def _ref(pipeline: Mapping[str, Any]) -> PipelineRef:
+    return PipelineRef(**{**pipeline, "sources": tuple(pipeline.get("sources", ()))})
+
+
+class YamlComponentOperator(ComponentOperator):
+    """``ComponentOperator`` taking ``pipeline`` as a mapping."""
+
+    def __init__(self, *, pipeline: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(pipeline=_ref(pipeline), **kwargs)
+
+
+class YamlExecutionRecordOperator(ExecutionRecordOperator):
+    """``ExecutionRecordOperator`` taking ``pipeline`` as a mapping."""
+
+    def __init__(self, *, pipeline: Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(pipeline=_ref(pipeline), **kwargs)
