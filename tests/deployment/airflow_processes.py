@@ -85,12 +85,18 @@ class AirflowProcesses:
     log_dir: Path
     started: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run one ``airflow`` command to completion; raise with its output if it fails."""
+    def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run one ``airflow`` command to completion; raise with its output if it fails and ``check``."""
         result = subprocess.run(
-            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+            [AIRFLOW, *args],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
-        if result.returncode != 0:
+        if check and result.returncode != 0:
             raise RuntimeError(
                 f"airflow {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
             )
@@ -102,6 +108,7 @@ class AirflowProcesses:
             process = subprocess.Popen(
                 [AIRFLOW, *args],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -109,6 +116,12 @@ class AirflowProcesses:
             )
         self.started[name] = process
         return process
+
+    @property
+    def cwd(self) -> Path:
+        # Not the checkout: its airflow_mlpipe.egg-info on sys.path would make Airflow see the
+        # package's entry points twice (and report the plugin as registered twice).
+        return self.log_dir.parent
 
     def check_alive(self) -> None:
         for name, process in self.started.items():

@@ -243,7 +243,16 @@
         }];
       }),
       runs: chronological.length,
+      firstRun: chronological.length ? (chronological[0].start_date || chronological[0].record.timestamp) : null,
+      lastRun: chronological.length ? (chronological[chronological.length - 1].start_date || chronological[chronological.length - 1].record.timestamp) : null,
     })).filter((series) => series.points.length);
+  }
+
+  // 1, 2 or 5 times a power of ten: round axis steps.
+  function niceStep(raw) {
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const fraction = raw / power;
+    return (fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10) * power;
   }
 
   function chart(series) {
@@ -251,20 +260,20 @@
     const values = series.points.flatMap((p) => [p.value, p.threshold, p.baseline]).filter((v) => v !== null);
     let lo = Math.min(...values), hi = Math.max(...values);
     if (lo === hi) { lo -= Math.abs(lo) * 0.1 || 1; hi += Math.abs(hi) * 0.1 || 1; }
-    const pad = (hi - lo) * 0.08;
-    lo = lo >= 0 && lo - pad < 0 ? 0 : lo - pad;
-    hi += pad;
+    const step = niceStep((hi - lo) / 4);
+    lo = Math.floor(lo / step) * step;
+    hi = Math.ceil(hi / step) * step;
+    if (hi === lo) hi = lo + step;
     const n = Math.max(series.runs, 2);
     const x = (i) => M.left + (series.runs === 1 ? (W - M.left - M.right) / 2 : (i / (n - 1)) * (W - M.left - M.right));
     const y = (v) => M.top + (1 - (v - lo) / (hi - lo)) * (H - M.top - M.bottom);
     const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
       "aria-label": `${series.name} over ${series.points.length} runs`, "data-metric": series.name });
 
-    for (let t = 0; t <= 4; t++) {
-      const v = lo + ((hi - lo) * t) / 4;
+    for (let v = lo; v <= hi + step / 2; v += step) {
       svg.append(s("line", { class: "grid", x1: M.left, x2: W - M.right, y1: y(v), y2: y(v) }));
       const label = s("text", { class: "tick", x: M.left - 6, y: y(v) + 4, "text-anchor": "end" });
-      label.textContent = String(Number(v.toPrecision(3)));
+      label.textContent = String(Number(v.toPrecision(6)));
       svg.append(label);
     }
     const path = (pts, key) => pts.map((p, i) => `${i ? "L" : "M"}${x(p.index).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" ");
@@ -291,13 +300,12 @@
       dot.append(title);
       svg.append(dot);
     }
-    const first = series.points[0], last = series.points[series.points.length - 1];
-    for (const [p, anchor] of [[first, "start"], [last, "end"]]) {
-      if (p === last && p === first && series.points.length > 1) continue;
-      const label = s("text", { class: "tick", x: x(p.index), y: H - 12, "text-anchor": series.runs === 1 ? "middle" : anchor });
-      label.textContent = fmtDate(p.when).slice(0, 16);
+    // The time axis spans every run with a record (a run without the metric leaves a gap).
+    const ends = series.runs === 1 ? [[0, series.firstRun, "middle"]] : [[0, series.firstRun, "start"], [series.runs - 1, series.lastRun, "end"]];
+    for (const [index, when, anchor] of ends) {
+      const label = s("text", { class: "tick", x: x(index), y: H - 12, "text-anchor": anchor });
+      label.textContent = fmtDate(when).slice(0, 16);
       svg.append(label);
-      if (series.points.length === 1) break;
     }
     return svg;
   }
@@ -327,7 +335,10 @@
     const outputs = record.outputs || {};
     const stages = Object.keys(outputs);
     if (!stages.length && !Object.keys(record.errors || {}).length) return h("span", { class: "muted" }, "–");
-    return h("details", {}, h("summary", {}, `${stages.length} stage output${stages.length === 1 ? "" : "s"}`),
+    const errors = Object.keys(record.errors || {}).length;
+    const label = [stages.length ? `${stages.length} stage output${stages.length === 1 ? "" : "s"}` : null,
+      errors ? `${errors} error${errors === 1 ? "" : "s"}` : null].filter(Boolean).join(", ");
+    return h("details", {}, h("summary", {}, label),
       h("dl", { class: "outputs" }, stages.map((stage) => [
         h("dt", {}, stage),
         h("dd", {},
@@ -346,7 +357,9 @@
     }
     const rows = entries.map((entry) => {
       const r = entry.record || {};
-      const durations = Object.entries(r.stage_durations || {}).map(([k, v]) => `${k}: ${fmtSeconds(v)}`).join("\n");
+      const ran = new Set([...(r.stages_completed || []), ...(r.stages_failed || [])]);
+      const durations = Object.entries(r.stage_durations || {}).filter(([k]) => ran.has(k))
+        .map(([k, v]) => `${k}: ${fmtSeconds(v)}`).join("\n");
       return h("tr", { "data-run-id": entry.run_id },
         h("td", {}, airflowLink(entry.run_path, entry.run_id, "This run in Airflow"), h("br"),
           h("span", { class: "muted" }, fmtDate(entry.start_date || r.timestamp))),

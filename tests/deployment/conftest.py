@@ -1,0 +1,122 @@
+"""A real api-server with the plugin and real execution records, for the plugin and browser tests.
+
+``ui_server`` (once per session): an Airflow home on SQLite with this repo's ``dags/`` and
+``plugins/``, real runs made with ``airflow dags test`` (two successful ``recommender_training``
+runs registering into a temporary registry, one failed run, one ``user_engagement_features``
+run), then ``airflow api-server`` as a process. Its auth manager is SimpleAuthManager with two
+restricted users (``auth_fixture/mlpipe_test_auth.py``). Needs no service besides itself.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from airflow_processes import (
+    AirflowApi,
+    AirflowProcesses,
+    clean_environment,
+    copy_dags,
+    free_port,
+    wait_until,
+    write_passwords,
+)
+
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+USERS = {"admin": "admin", "viewer": "viewer", "analyst": "viewer", "auditor": "viewer"}
+
+
+@dataclass
+class UiServer:
+    base_url: str
+    root: Path
+    dags: Path
+    registry: Path
+    env: dict[str, str]
+    processes: AirflowProcesses
+    runs: dict[str, str] = field(default_factory=dict)
+
+    def password(self, user: str) -> str:
+        return f"{user}-password"
+
+    def api(self, user: str = "admin") -> AirflowApi:
+        return AirflowApi(self.base_url, user, self.password(user))
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    from airflow_mlpipe.demo_data import generate_user_events
+
+    root = tmp_path_factory.mktemp("ui-server")
+    dags = copy_dags(root / "dags")
+    analytics = root / "analytics.db"
+    generate_user_events(analytics, n_users=600, n_items=300, n_events=30_000)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = clean_environment(
+        AIRFLOW_HOME=str(root / "airflow-home"),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{root / 'airflow.db'}",
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__AUTH_MANAGER="mlpipe_test_auth.ScopedAuthManager",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=write_passwords(root / "passwords.json", USERS),
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
+        AIRFLOW__API__BASE_URL=base_url,
+        AIRFLOW__API__WORKERS="1",
+        AIRFLOW__API__SECRET_KEY=uuid.uuid4().hex,
+        AIRFLOW__API_AUTH__JWT_SECRET=uuid.uuid4().hex,
+        AIRFLOW__MLPIPE__ARTIFACT_ROOT=f"file://{root / 'artifacts'}",
+        AIRFLOW_CONN_ANALYTICS_DB=f"sqlite:///{analytics}",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HERE / "auth_fixture"), os.environ.get("PYTHONPATH")])),
+    )
+    processes = AirflowProcesses(env, root / "logs")
+    server = UiServer(base_url, root, dags, root / "registry", env, processes)
+    try:
+        processes.run("db", "migrate")
+        processes.run("dags", "reserialize")
+        # The api-server starts while the runs are made: it only reads the database on requests.
+        processes.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port))
+        registry = {"register": {"registry": f"file://{server.registry}"}}
+        for label, dag_id, overrides in [
+            ("first", "recommender_training", registry),
+            ("second", "recommender_training", {**registry, "train": {"factors": 16, "epochs": 10}}),
+            ("failed", "recommender_training", {"extract": {"batch_size": "lots"}}),
+            ("features", "user_engagement_features", {}),
+        ]:
+            conf = f'{{"overrides": {_json(overrides)}}}'
+            # A failed run makes 'dags test' exit non-zero: the database says how each run ended.
+            processes.run("dags", "test", dag_id, "--conf", conf, timeout=600, check=False)
+            server.runs[label] = _latest_run_id(root / "airflow.db", dag_id)
+
+        def up() -> bool:
+            processes.check_alive()
+            import httpx
+
+            return httpx.get(f"{base_url}/api/v2/version", timeout=5).status_code == 200
+
+        wait_until(up, 120, "the api-server")
+        yield server
+    finally:
+        processes.stop()
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def _latest_run_id(database: Path, dag_id: str) -> str:
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        row = db.execute(
+            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+        ).fetchone()
+    return row[0]

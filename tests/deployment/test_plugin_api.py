@@ -1,0 +1,190 @@
+"""The ML Pipelines plugin in a real api-server: registration, authentication, authorization, data.
+
+Against ``ui_server`` (conftest.py): real runs and records, the repo's ``plugins/`` folder and the
+package's entry point both present, an auth manager with restricted users.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+
+import httpx
+import pytest
+from airflow_processes import AIRFLOW, REPO
+
+from airflow_mlpipe.spec import load_folder
+
+API = "/mlpipe/api"
+DATA_ROUTES = [
+    f"{API}/pipelines",
+    f"{API}/pipelines/recommender_training/records",
+    f"{API}/pipelines/recommender_training/registry",
+]
+
+
+def test_plugin_is_registered_once_with_its_app_and_navigation_entry(ui_server):
+    listed = subprocess.run(
+        [AIRFLOW, "plugins", "--output", "json"],
+        env=ui_server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    plugins = [p for p in json.loads(listed.stdout) if p["name"] == "mlpipe"]
+    assert len(plugins) == 1, listed.stdout  # the plugins/ file defers to the entry point
+    assert "airflow_mlpipe.plugin:MLPipePlugin" in plugins[0]["source"]
+
+    api = ui_server.api()
+    [plugin] = [p for p in api.get("/api/v2/plugins")["plugins"] if p["name"] == "mlpipe"]
+    assert plugin["fastapi_apps"][0]["url_prefix"] == "/mlpipe"
+    [view] = plugin["external_views"]
+    assert view["href"] == "/mlpipe/" and view["url_route"] == "mlpipe" and view["destination"] == "nav"
+    assert api.get("/api/v2/plugins/importErrors")["import_errors"] == []
+
+
+def test_plugins_folder_file_defines_the_plugin_when_no_entry_point_does(monkeypatch: pytest.MonkeyPatch):
+    import importlib.metadata
+
+    module = runpy.run_path(str(REPO / "plugins" / "mlpipe_plugin.py"))
+    assert "MLPipePlugin" not in module  # installed: the entry point provides it
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [])
+    module = runpy.run_path(str(REPO / "plugins" / "mlpipe_plugin.py"))
+    plugin = module["MLPipePlugin"]
+    assert plugin.name == "mlpipe" and plugin.fastapi_apps[0]["url_prefix"] == "/mlpipe"
+
+
+@pytest.mark.parametrize("route", DATA_ROUTES)
+def test_no_data_without_a_valid_token_or_session(ui_server, route):
+    assert httpx.get(ui_server.base_url + route).status_code == 401
+    bad = {"Authorization": "Bearer not-a-jwt"}
+    assert httpx.get(ui_server.base_url + route, headers=bad).status_code == 403
+    assert httpx.get(ui_server.base_url + route, cookies={"_token": "not-a-jwt"}).status_code == 403
+    # The same answers as the REST API gives.
+    assert httpx.get(ui_server.base_url + "/api/v2/dags").status_code == 401
+    assert httpx.get(ui_server.base_url + "/api/v2/dags", headers=bad).status_code == 403
+
+
+def test_page_sends_visitors_without_a_session_to_the_login_page(ui_server):
+    response = httpx.get(f"{ui_server.base_url}/mlpipe/", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/auth/login?next=")
+    # Static files carry no data and need no session.
+    assert httpx.get(f"{ui_server.base_url}/mlpipe/static/mlpipe.js").status_code == 200
+
+    token = ui_server.api().token
+    page = httpx.get(f"{ui_server.base_url}/mlpipe/", cookies={"_token": token})
+    assert page.status_code == 200 and "mlpipe.js" in page.text
+
+
+def test_session_cookie_is_accepted_like_the_ui_does(ui_server):
+    token = ui_server.api("viewer").token
+    response = httpx.get(f"{ui_server.base_url}{API}/pipelines", cookies={"_token": token})
+    assert response.status_code == 200
+    assert {p["name"] for p in response.json()["pipelines"]} == {
+        "recommender_training",
+        "user_engagement_features",
+    }
+
+
+def test_pipelines_list_spec_summaries_with_latest_records(ui_server):
+    data = ui_server.api("viewer").get(f"{API}/pipelines")
+    specs = load_folder(ui_server.dags / "pipelines", "dev")
+    assert data["environment"] == "dev" and data["total_entries"] == 2
+    by_name = {p["name"]: p for p in data["pipelines"]}
+
+    recommender = by_name["recommender_training"]
+    spec = specs.pipelines["recommender_training"]
+    assert recommender["valid"] is True
+    assert recommender["version"] == "3.2.1"
+    assert recommender["config_version"] == spec.config_version
+    assert recommender["environment"] == "dev"
+    assert recommender["schedule"] == "0 3 * * *"
+    assert recommender["owners"] == ["recommendations-team"]
+    assert recommender["dag_path"] == "dags/recommender_training"
+    assert recommender["thresholds"] == {"recall@10": 0.15, "ndcg@10": 0.12}
+    assert [s["name"] for s in recommender["stages"]] == [
+        "extract",
+        "transform_features",
+        "train",
+        "evaluate",
+        "register",
+    ]
+    latest = recommender["latest_record"]
+    assert latest["run_id"] == ui_server.runs["failed"]
+    assert latest["state"] == "failed" and latest["trigger_source"] == "test"
+    assert latest["record"]["stages_failed"] == ["extract"]
+
+    features = by_name["user_engagement_features"]
+    assert features["schedule"] == "@daily"
+    assert features["latest_record"]["run_id"] == ui_server.runs["features"]
+    assert features["latest_record"]["record"]["stages_completed"] == ["extract", "engagement"]
+
+
+def test_records_newest_first_with_their_runs(ui_server):
+    api = ui_server.api("viewer")
+    data = api.get(f"{API}/pipelines/recommender_training/records")
+    runs = ui_server.runs
+    assert data["total_entries"] == 3
+    assert [r["run_id"] for r in data["records"]] == [runs["failed"], runs["second"], runs["first"]]
+    failed, second, first = data["records"]
+    assert failed["state"] == "failed" and failed["record"]["stages_skipped"] == [
+        "transform_features",
+        "train",
+        "evaluate",
+        "register",
+    ]
+    assert "invalid config for stage 'extract'" in failed["record"]["errors"]["extract"]
+    for entry in (first, second):
+        assert entry["state"] == "success"
+        assert entry["run_type"] == "manual" and entry["trigger_source"] == "test"
+        assert entry["duration_seconds"] > 0
+        assert entry["record"]["execution_id"] == entry["run_id"]
+        assert entry["record"]["triggered_by"] == "manual"
+        assert "recall@10" in entry["record"]["outputs"]["evaluate"]["metrics"]
+    assert second["record"]["overrides"]["train"] == {"factors": 16, "epochs": 10}
+    # The same record as the REST API's XCom entry.
+    assert second["record"] == api.xcom("recommender_training", runs["second"], "execution_record")
+
+    page = api.get(f"{API}/pipelines/recommender_training/records", limit=1, offset=1)
+    assert [r["run_id"] for r in page["records"]] == [runs["second"]] and page["total_entries"] == 3
+    assert api.status(f"{API}/pipelines/no_such_pipeline/records") == 404
+    assert api.status(f"{API}/pipelines/recommender_training/records?limit=0") == 422
+
+
+def test_registry_versions_and_production_alias(ui_server):
+    data = ui_server.api("viewer").get(f"{API}/pipelines/recommender_training/registry")
+    models = {m["uri"]: m for m in data["models"]}
+    model = models[f"file://{ui_server.registry}/recommender_training"]
+    assert model["error"] is None
+    assert [v["version"] for v in model["versions"]] == [2, 1]
+    assert [v["run_id"] for v in model["versions"]] == [ui_server.runs["second"], ui_server.runs["first"]]
+    assert "recall@10" in model["versions"][0]["metrics"]
+    alias_file = ui_server.registry / "recommender_training" / "aliases" / "production.json"
+    expected = json.loads(alias_file.read_text())["version"] if alias_file.exists() else None
+    assert model["alias"] == "production" and model["alias_version"] == expected
+    # The spec's own registry (file:///tmp/mlpipe/models/acme/) is listed too, readable or empty.
+    assert "file:///tmp/mlpipe/models/acme/recommender_training" in models
+
+
+def test_authorization_is_per_dag_and_agrees_with_the_rest_api(ui_server):
+    analyst = ui_server.api("analyst")
+    names = [p["name"] for p in analyst.get(f"{API}/pipelines")["pipelines"]]
+    assert names == ["user_engagement_features"]
+    assert analyst.status(f"{API}/pipelines/recommender_training/records") == 403
+    assert analyst.status(f"{API}/pipelines/recommender_training/registry") == 403
+    assert analyst.status("/api/v2/dags/recommender_training") == 403
+    assert analyst.status(f"{API}/pipelines/user_engagement_features/records") == 200
+
+    auditor = ui_server.api("auditor")  # may read DAGs and runs, not XComs
+    by_name = {p["name"]: p for p in auditor.get(f"{API}/pipelines")["pipelines"]}
+    assert set(by_name) == {"recommender_training", "user_engagement_features"}
+    assert by_name["recommender_training"]["latest_record"] is None
+    assert auditor.status(f"{API}/pipelines/recommender_training/records") == 403
+    run = ui_server.runs["first"]
+    assert (
+        auditor.status(f"{auditor.task_path('recommender_training', run, 'execution_record')}/xcomEntries")
+        == 403
+    )
