@@ -11,6 +11,11 @@ FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
 
 ARG AIRFLOW_VERSION
 
+# pip builds the package in place: the airflow user must own the folder.
+USER root
+RUN mkdir -p /opt/mlpipe && chown airflow:root /opt/mlpipe
+USER airflow
+
 # Only what the package needs to build (.dockerignore keeps everything else out of the context).
 COPY --chown=airflow:root setup.cfg pyproject.toml README.md /opt/mlpipe/
 COPY --chown=airflow:root airflow_mlpipe /opt/mlpipe/airflow_mlpipe
