@@ -212,7 +212,7 @@ stages:
       query: "SELECT * FROM user_events WHERE date > :cutoff"
       connection: analytics_db
       parameters:
-        cutoff: "{{{{ macros.ds_add(ds, -90) }}}}"
+        cutoff: "{{{{ macros.ds_add(dag_run.run_after | ds, -90) }}}}"
     dependencies: []
 """
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -57,7 +57,26 @@ def test_reference_dag_follows_the_spec(mlpipe_check_dags):
     assert train.retries == 1  # from defaults
     assert train.retry_delay == timedelta(minutes=5)
     assert train.execution_timeout == timedelta(hours=1)
-    assert dag.get_task("extract").config["parameters"]["cutoff"] == "{{ macros.ds_add(ds, -90) }}"
+    assert dag.get_task("extract").config["parameters"]["cutoff"] == (
+        "{{ macros.ds_add(dag_run.run_after | ds, -90) }}"
+    )
+
+
+@pytest.mark.parametrize("dag_id", ["recommender_training", "user_engagement_features"])
+def test_shipped_templates_render_for_a_run_without_logical_date(mlpipe_check_dags, dag_id):
+    # Airflow 3 lets REST clients trigger with logical_date null: then there is no `ds`.
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import macros
+
+    task = mlpipe_check_dags(REPO_DAGS).dags[dag_id].get_task("extract")
+    run_after = datetime(2026, 3, 31, 12, 0, tzinfo=timezone.utc)
+    context = {"dag_run": SimpleNamespace(run_after=run_after, logical_date=None), "macros": macros}
+
+    task.render_template_fields(context)
+
+    days = 90 if dag_id == "recommender_training" else 7
+    assert task.config["parameters"]["cutoff"] == (run_after - timedelta(days=days)).strftime("%Y-%m-%d")
 
 
 def test_overlay_for_the_configured_environment_is_applied(monkeypatch):
