@@ -304,3 +304,33 @@ def test_a_failure_while_publishing_leaves_only_a_file_marked_partial(
     # Publishing failed after the file was complete: there is no data.parquet, nothing was
     # reported, and what is left says it is partial.
     assert _leftovers(context) == [database.PARTIAL_NAME]
+
+
+def test_extract_into_an_object_store_publishes_only_the_finished_file(
+    tmp_path, make_context, sqlite_connection, s3_bucket, s3_conn_id
+):
+    from airflow.sdk import ObjectStoragePath
+
+    rows = [(i, i, "view", 1.0, "2024-05-01") for i in range(1_000)]
+    sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", rows))
+    good = make_context("extract")
+    good.artifact_dir = ObjectStoragePath(f"s3://{s3_bucket}/artifacts/good/extract", conn_id=s3_conn_id)
+    config = database.Config(query="SELECT * FROM user_events", connection="analytics_db", batch_size=250)
+
+    result = database.run(config, good)
+
+    assert result["artifacts"]["data"] == f"s3://{s3_conn_id}@{s3_bucket}/artifacts/good/extract/data.parquet"
+    assert _read(result["artifacts"]["data"]).metadata.num_rows == 1_000
+    assert _leftovers(good) == [database.FILE_NAME]  # the partial object was moved, not copied
+
+    failing = make_context("extract", run_id="failing")
+    failing.artifact_dir = ObjectStoragePath(
+        f"s3://{s3_bucket}/artifacts/failing/extract", conn_id=s3_conn_id
+    )
+    overflow = "CASE WHEN user_id >= 700 THEN abs(-9223372036854775807 - 1) ELSE item_id END"
+    broken = config.model_copy(update={"query": f"SELECT user_id, {overflow} AS item_id FROM user_events"})
+    with pytest.raises(database.QueryFailedError, match="overflow"):
+        database.run(broken, failing)
+    failing.artifact_dir.fs.invalidate_cache()
+    assert not failing.artifact_dir.fs.exists(failing.artifact_dir.path + "/" + database.FILE_NAME)
+    assert not failing.artifact_dir.fs.exists(failing.artifact_dir.path + "/" + database.PARTIAL_NAME)
