@@ -114,10 +114,9 @@ def test_diamond_is_not_a_cycle(tmp_path: Path) -> None:
     assert [s.name for s in load(write(tmp_path, "demo.yaml", text)).stages] == ["a", "b", "c", "d"]
 
 
-@pytest.mark.parametrize("reserved", sorted(RESERVED_STAGE_NAMES))
-def test_reserved_stage_name_is_refused(tmp_path: Path, reserved: str) -> None:
-    problem = only_problem(tmp_path, VALID.replace("extract", reserved))
-    assert reserved == "execution_record"
+def test_reserved_stage_name_is_refused(tmp_path: Path) -> None:
+    assert "execution_record" in RESERVED_STAGE_NAMES
+    problem = only_problem(tmp_path, VALID.replace("extract", "execution_record"))
     assert where(problem) == ("demo.yaml", 13, 11)
     assert problem.field == "stages[execution_record].name"
     assert problem.message == "'execution_record' is reserved for the task that writes the execution record"
