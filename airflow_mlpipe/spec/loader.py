@@ -162,8 +162,12 @@ def _environment(environment: str | None) -> str:
 
 
 def _overlay_path(path: Path, environment: str) -> Path | None:
-    candidate = path.with_name(f"{path.stem}.{environment}{path.suffix}")
-    return candidate if candidate.is_file() else None
+    # Either suffix, as load_folder pairs them (NAME.yml with NAME.ENV.yaml); the base's first.
+    for suffix in sorted(SPEC_SUFFIXES, key=lambda s: s != path.suffix):
+        candidate = path.with_name(f"{path.stem}.{environment}{suffix}")
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _load(files: SpecFiles, environment: str, component_modules: Sequence[str] | None) -> Pipeline:

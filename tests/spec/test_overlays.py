@@ -7,9 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from mlpipe_spec_testing import SOURCE, VALID, edit, load, only_problem, spec_problems, where, write
+from mlpipe_spec_testing import MODULES, SOURCE, VALID, edit, load, only_problem, spec_problems, where, write
 
-from airflow_mlpipe.spec import Pipeline, SpecError
+from airflow_mlpipe.spec import Pipeline, SpecError, load_folder
 from airflow_mlpipe.spec.overlays import merge_overlay
 from airflow_mlpipe.spec.reader import parse_yaml
 
@@ -126,6 +126,22 @@ def test_remove_false_is_ignored(tmp_path: Path, new_stage: bool) -> None:
     )
     assert pipeline.stage(name).retries == 2
     assert len(pipeline.stages) == (3 if new_stage else 2)
+
+
+@pytest.mark.parametrize(
+    ("base_suffix", "overlay_suffix"), [(".yml", ".yaml"), (".yaml", ".yml"), (".yml", ".yml")]
+)
+def test_overlay_applies_whatever_the_yaml_suffix(
+    tmp_path: Path, base_suffix: str, overlay_suffix: str
+) -> None:
+    # load_pipeline (the CLI) and load_folder (the DAG factory) must agree on which overlay applies.
+    path = write(tmp_path, f"demo{base_suffix}", BASE)
+    overlay = write(tmp_path, f"demo.prod{overlay_suffix}", "metadata: {owner: prod-team}\n")
+    single = load(path, "prod")
+    assert single.metadata.owner == "prod-team"
+    assert single.sources == (str(path), str(overlay))
+    folder = load_folder(tmp_path, "prod", component_modules=MODULES).pipelines["demo"]
+    assert folder.sources == single.sources
 
 
 def test_overlay_for_another_environment_is_not_applied(tmp_path: Path) -> None:
