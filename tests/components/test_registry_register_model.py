@@ -141,7 +141,11 @@ def test_versions_increase_and_hold_copies_and_metadata(store, make_context, eva
     assert (version_dir / metadata["artifacts"]["model"]).read_bytes() == b"factors" * 1000
     assert second["artifacts"]["version"] == metadata["uri"] == str(version_dir)
     if store.kind == "s3":  # the URI carries the connection, so downstream readers can open it
+        from airflow.sdk import ObjectStoragePath
+
         assert second["artifacts"]["version"].startswith(f"s3://{store.conn_id}@")
+        downstream = ObjectStoragePath(second["artifacts"]["version"]) / metadata["artifacts"]["model"]
+        assert downstream.read_bytes() == b"factors" * 1000
     # one bid (the winner's), the owner record, the copies, the metadata, the completion mark
     names = store.names("versions", "2")
     bids = [name for name in names if name.startswith("_claim.")]
