@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +107,9 @@ def load_folder(
     return result
 
 
-def discover_specs(folder: Path, only: str | None = None) -> tuple[dict[str, list[SpecFiles]], dict[str, list[Problem]]]:
+def discover_specs(
+    folder: Path, only: str | None = None
+) -> tuple[dict[str, list[SpecFiles]], dict[str, list[Problem]]]:
     """Find ``NAME.yaml`` files and their ``NAME.ENV.yaml`` overlays under ``folder``, recursively."""
     bases: dict[Path, SpecFiles] = {}
     overlays: list[tuple[Path, str, str]] = []
@@ -131,7 +133,8 @@ def discover_specs(folder: Path, only: str | None = None) -> tuple[dict[str, lis
         if base is None:
             problems.setdefault(name, []).append(
                 Problem(
-                    f"overlay for environment '{environment}' has no base spec '{name}{path.suffix}' beside it",
+                    f"overlay for environment '{environment}' has no base spec "
+                    f"'{name}{path.suffix}' beside it",
                     Location(str(path), 1, 1),
                     suggestion=f"create {name}.yaml next to it, or rename the overlay to NAME.ENV.yaml",
                 )
@@ -184,7 +187,8 @@ def validate_spec(data: Any, files: SpecFiles, component_modules: Sequence[str] 
         raise SpecError(
             [
                 Problem(
-                    f"a spec must be a mapping with name, version, metadata and stages; this file holds {kind}",
+                    "a spec must be a mapping with name, version, metadata and stages; "
+                    f"this file holds {kind}",
                     getattr(data, "location", Location(file, 1, 1)),
                     suggestion="run 'mlpipe new NAME' to see the expected layout",
                 )
@@ -309,27 +313,20 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
     for root in graph:
         if root in done:
             continue
-        path: list[str] = []
-        on_path: set[str] = set()
-        stack: list[tuple[str, Iterator[str]]] = []
-
-        def enter(node: str) -> None:
-            path.append(node)
-            on_path.add(node)
-            stack.append((node, iter(graph.get(node, ()))))
-
-        enter(root)
+        # Iterative depth-first search: `path` is the chain being explored, so meeting a stage
+        # already on it closes a cycle. Iterative, so a long chain cannot hit the recursion limit.
+        path = [root]
+        stack = [iter(graph.get(root, ()))]
         while stack:
-            node, children = stack[-1]
-            child = next(children, None)
+            child = next(stack[-1], None)
             if child is None:
                 stack.pop()
-                on_path.discard(path.pop())
-                done.add(node)
-            elif child in on_path:
+                done.add(path.pop())
+            elif child in path:
                 return [*path[path.index(child) :], child]
             elif child not in done:
-                enter(child)
+                path.append(child)
+                stack.append(iter(graph.get(child, ())))
     return []
 
 
@@ -345,7 +342,12 @@ def _check_components(
             component = resolve_component(name, component_modules)
         except ComponentError as exc:
             problems.append(
-                Problem(exc.message, stage.value_locations["component"], f"stages[{stage['name']}].component", exc.suggestion)
+                Problem(
+                    exc.message,
+                    stage.value_locations["component"],
+                    f"stages[{stage['name']}].component",
+                    exc.suggestion,
+                )
             )
             continue
         try:
@@ -387,7 +389,9 @@ def _validation_problems(
             key = str(loc[-1])
             message = f"unknown field '{key}'"
             allowed = _fields_at(model, tuple(error["loc"][:-1]))
-            suggestion = did_you_mean(key, allowed) or (f"allowed fields: {', '.join(allowed)}" if allowed else "")
+            suggestion = did_you_mean(key, allowed) or (
+                f"allowed fields: {', '.join(allowed)}" if allowed else ""
+            )
             location = key_location
         elif kind == "missing":
             message = f"missing required field '{loc[-1]}'"
@@ -395,9 +399,9 @@ def _validation_problems(
             suggestion = _field_description(model, tuple(error["loc"]))
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
-            if isinstance(value, str | int | float | bool) and not isinstance(value, LocatedDict):
-                if repr(value) not in message and str(value) not in message:
-                    message += f" (got {value!r})"
+            shown = repr(value) in message or str(value) in message
+            if isinstance(value, str | int | float | bool) and not shown:
+                message += f" (got {value!r})"
         problems.append(Problem(message, location, field_path, suggestion))
     return problems
 

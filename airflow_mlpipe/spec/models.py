@@ -36,7 +36,16 @@ SEMVER_PATTERN = (
 )
 # Airflow's schedule presets (airflow.sdk.definitions.timetables._cron.CRON_PRESETS plus the two
 # special schedules); kept here so validating a spec does not import Airflow.
-SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+SCHEDULE_PRESETS = (
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+)
 
 try:
     from yaml import CSafeDumper as _SafeDumper
@@ -67,7 +76,9 @@ def _duration(value: Any) -> Any:
             return timedelta(seconds=seconds)
         if text.startswith("P"):  # ISO 8601 (what to_yaml writes); pydantic parses it
             return text
-        raise ValueError(f"'{value}' is not a duration; write seconds (300) or e.g. '90s', '5m', '1h30m', '2d'")
+        raise ValueError(
+            f"'{value}' is not a duration; write seconds (300) or e.g. '90s', '5m', '1h30m', '2d'"
+        )
     return value
 
 
@@ -102,7 +113,9 @@ def _check_semver(value: str) -> str:
 def _require_string(value: Any) -> Any:
     # YAML reads `version: 1.0` as a float; say so instead of silently turning it into "1.0".
     if not isinstance(value, str):
-        raise ValueError(f"expected a quoted string, got {type(value).__name__} {value!r}; quote it: \"{value}\"")
+        raise ValueError(
+            f'expected a quoted string, got {type(value).__name__} {value!r}; quote it: "{value}"'
+        )
     return value
 
 
@@ -114,7 +127,11 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
-                {"type": "string", "pattern": r"^(\s*\d+(\.\d+)?\s*[dhms])+\s*$", "examples": ["5m", "1h30m"]},
+                {
+                    "type": "string",
+                    "pattern": r"^(\s*\d+(\.\d+)?\s*[dhms])+\s*$",
+                    "examples": ["5m", "1h30m"],
+                },
             ]
         }
     ),
@@ -181,7 +198,7 @@ class Pipeline(_Model):
     name: Name = Field(description="becomes the dag_id; the file must be called NAME.yaml")
     version: SemVer = Field(description="semantic version of the pipeline definition")
     metadata: Metadata
-    defaults: StageSettings = Field(default_factory=StageSettings, description="settings for every stage")
+    defaults: StageSettings = Field(StageSettings(), description="settings for every stage")
     stages: list[PipelineStage] = Field(min_length=1)
 
     _environment: str = PrivateAttr(default="dev")

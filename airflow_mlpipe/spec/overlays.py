@@ -49,13 +49,20 @@ def merge_overlay(base: Any, overlay: Any, overlay_file: str = "<overlay>") -> A
     return merged
 
 
-def _merge_mappings(base: LocatedDict, overlay: LocatedDict, path: tuple[str, ...], problems: list[Problem]) -> LocatedDict:
+def _merge_mappings(
+    base: LocatedDict, overlay: LocatedDict, path: tuple[str, ...], problems: list[Problem]
+) -> LocatedDict:
     merged = LocatedDict(base.location)
     for key, value in base.items():
         merged.set(key, value, base.key_locations[key], base.value_locations[key])
     for key, value in overlay.items():
         current = merged.get(key)
-        if path == () and key == "stages" and isinstance(current, LocatedList) and isinstance(value, LocatedList):
+        if (
+            path == ()
+            and key == "stages"
+            and isinstance(current, LocatedList)
+            and isinstance(value, LocatedList)
+        ):
             value = _merge_stages(current, value, problems)
         elif isinstance(current, LocatedDict) and isinstance(value, LocatedDict):
             value = _merge_mappings(current, value, (*path, str(key)), problems)
@@ -86,7 +93,8 @@ def _merge_stages(base: LocatedList, overlay: LocatedList, problems: list[Proble
                         f"the overlay names stage '{name}', which the base spec does not have",
                         item.value_locations["name"],
                         f"stages[{name}]",
-                        did_you_mean(name, by_name) or "to add a new stage, give it a 'component'",
+                        did_you_mean(name, [n for n in by_name if isinstance(n, str)])
+                        or "to add a new stage, give it a 'component'",
                     )
                 )
                 continue

@@ -39,7 +39,7 @@ _MERGE_TAG = _CORE_TAG + "merge"
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML's line breaks
 
 
-class LocatedDict(dict):  # type: ignore[type-arg]
+class LocatedDict(dict):
     """A mapping from YAML that knows where it, its keys and its values were written."""
 
     __slots__ = ("key_locations", "location", "value_locations")
@@ -56,7 +56,7 @@ class LocatedDict(dict):  # type: ignore[type-arg]
         self.value_locations[key] = value_location
 
 
-class LocatedList(list):  # type: ignore[type-arg]
+class LocatedList(list):
     """A sequence from YAML that knows where it and each item were written."""
 
     __slots__ = ("item_locations", "location")
@@ -134,9 +134,7 @@ def parse_yaml(raw: bytes | str, file: str) -> Any:
     except yaml.YAMLError as exc:  # errors without a position
         raise SpecError([Problem(f"invalid YAML: {exc}", Location(file, 1, 1))]) from None
     except RecursionError:
-        raise SpecError(
-            [Problem("the document is nested too deeply", Location(file, 1, 1))]
-        ) from None
+        raise SpecError([Problem("the document is nested too deeply", Location(file, 1, 1))]) from None
     if node is None:
         raise SpecError(
             [
