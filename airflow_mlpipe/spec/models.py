@@ -234,21 +234,22 @@ class Pipeline(_Model):
         raise KeyError(name)
 
     def render(self) -> dict[str, Any]:
-        """The execution format (the seed's ``render()``, plus what execution needs)."""
+        """The execution format (the seed's ``render()``, plus what execution needs); JSON-safe."""
+        data = self.model_dump(mode="json", include={"metadata", "stages"})
         return {
             "pipeline": self.name,
             "version": self.version,
             "environment": self.environment,
             "config_version": self.config_version,
-            "metadata": self.metadata.model_dump(mode="json"),
+            "metadata": data["metadata"],
             "stages": [
                 {
-                    "name": stage.name,
-                    "component": stage.component,
-                    "config": stage.config,
-                    "upstream": list(stage.dependencies),
+                    "name": stage["name"],
+                    "component": stage["component"],
+                    "config": stage["config"],
+                    "upstream": stage["dependencies"],
                 }
-                for stage in self.stages
+                for stage in data["stages"]
             ],
         }
 

@@ -704,3 +704,21 @@ def test_config_version_changes_when_stages_are_reordered_or_renamed(tmp_path: P
     swapped = load(write(tmp_path / "c", "demo.yaml", reordered))
     assert [s.name for s in swapped.stages] == ["train", "extract"]
     assert swapped.config_version != original
+
+
+def test_render_is_json_safe_even_with_dates_in_stage_config():
+    from airflow_mlpipe.spec.models import Pipeline
+
+    pipeline = Pipeline.model_validate(
+        {
+            "name": "dated",
+            "version": "1.0.0",
+            "metadata": {"owner": "me"},
+            "stages": [{"name": "a", "component": "x.y", "config": {"since": date(2024, 1, 2)}}],
+        }
+    )
+
+    rendered = pipeline.render()
+
+    assert rendered["stages"][0]["config"] == {"since": "2024-01-02"}
+    assert json.loads(json.dumps(rendered)) == rendered
