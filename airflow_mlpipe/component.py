@@ -162,7 +162,8 @@ def _module_path(name: str, allowed_prefixes: tuple[str, ...]) -> str:
         return name
     from airflow_mlpipe.spec.errors import did_you_mean  # the spec package imports this module
 
-    suggestion = did_you_mean(name, available_components())
+    candidates = available_components() + (_modules_under(allowed_prefixes) if in_prefix else [])
+    suggestion = did_you_mean(name, candidates)
     if in_prefix or name.split(".")[0] in _builtin_namespaces():
         raise ComponentError(
             f"unknown component '{name}'", suggestion or "run 'mlpipe components' to list them"
@@ -195,6 +196,23 @@ def _builtin_names() -> tuple[str, ...]:
         if not info.ispkg and not _is_private(info.name):
             names.append(info.name.removeprefix(f"{BUILTIN_PACKAGE}."))
     return tuple(sorted(names))
+
+
+def _modules_under(prefixes: tuple[str, ...]) -> list[str]:
+    """Module paths under the allowed prefixes (imports only those packages), for suggestions."""
+    names: list[str] = []
+    for prefix in prefixes:
+        try:
+            package = importlib.import_module(prefix)
+        except ImportError:
+            continue
+        if not hasattr(package, "__path__"):
+            names.append(prefix)
+            continue
+        for info in pkgutil.walk_packages(package.__path__, prefix=f"{prefix}.", onerror=lambda _: None):
+            if not info.ispkg:
+                names.append(info.name)
+    return names
 
 
 def _is_private(module_path: str) -> bool:

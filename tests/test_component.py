@@ -11,6 +11,14 @@ import pytest
 from airflow_mlpipe import component as component_module
 from airflow_mlpipe.component import ComponentError, available_components, resolve_component
 
+MINIMAL_COMPONENT = """\
+from pydantic import BaseModel
+class Config(BaseModel):
+    pass
+def run(config, context):
+    return {}
+"""
+
 
 @pytest.fixture
 def fresh_resolution():
@@ -64,11 +72,7 @@ def test_entry_point_component_resolves(tmp_path, monkeypatch, fresh_resolution)
 
 
 def test_prefix_component_needs_the_prefix_to_be_allowed(tmp_path, monkeypatch, fresh_resolution):
-    (tmp_path / "team_steps.py").write_text(
-        "from pydantic import BaseModel\n"
-        "class Config(BaseModel):\n    pass\n"
-        "def run(config, context):\n    return {}\n"
-    )
+    (tmp_path / "team_steps.py").write_text(MINIMAL_COMPONENT)
     monkeypatch.syspath_prepend(str(tmp_path))
 
     with pytest.raises(ComponentError, match="is not allowed"):
@@ -99,3 +103,18 @@ def test_parsing_dags_imports_no_heavy_ml_library():
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "HEAVY []" in result.stdout
+
+
+def test_misspelt_component_under_an_allowed_prefix_gets_a_suggestion(
+    tmp_path, monkeypatch, fresh_resolution
+):
+    package = tmp_path / "team_lib"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "scoring.py").write_text(MINIMAL_COMPONENT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    with pytest.raises(ComponentError, match=r"unknown component 'team_lib\.socring'") as raised:
+        resolve_component("team_lib.socring", ("team_lib",))
+
+    assert raised.value.suggestion == "did you mean 'team_lib.scoring'?"
