@@ -66,6 +66,30 @@ def triggered_by(run_type: str | None) -> str:
     return _TRIGGERED_BY.get(str(value), str(value))
 
 
+# Airflow's dag_run.triggered_by column (DagRunTriggeredByType), in the record's vocabulary.
+_TRIGGER_SOURCES = {
+    "rest_api": "api",
+    "ui": "manual",
+    "cli": "manual",
+    "operator": "manual",
+    "test": "manual",
+    "timetable": "schedule",
+    "asset": "asset",
+    "backfill": "backfill",
+}
+
+
+def triggered_by_source(trigger_source: str | None, run_type: str | None) -> str:
+    """``triggered_by`` from the run's trigger source, which the metadata database knows.
+
+    This is what the record would say if tasks could see the source: an API-triggered run is
+    ``api``. Readers with database access (the ML Pipelines page's API) use it.
+    """
+    if trigger_source in _TRIGGER_SOURCES:
+        return _TRIGGER_SOURCES[trigger_source]
+    return triggered_by(run_type)
+
+
 def classify_stages(
     stages: list[str], states: Mapping[str, str | None]
 ) -> tuple[list[str], list[str], list[str]]:

@@ -43,3 +43,12 @@ def test_breadcrumbs_carry_durations_where_the_task_sdk_has_them():
 
 def test_breadcrumbs_fall_back_to_task_states():
     assert task_breadcrumbs(_OlderTaskInstance()) == {"a": {"task_id": "a", "state": "failed"}}
+
+
+def test_trigger_source_maps_rest_api_to_api_and_falls_back_to_run_type():
+    from airflow_mlpipe.record import triggered_by_source
+
+    assert triggered_by_source("rest_api", "manual") == "api"
+    assert triggered_by_source("ui", "manual") == "manual"
+    assert triggered_by_source("timetable", "scheduled") == "schedule"
+    assert triggered_by_source(None, "backfill") == "backfill"

@@ -3,7 +3,8 @@
 The execution record is the XCom ``return_value`` of the ``execution_record`` task. Each record is
 returned together with its run as the database knows it, including ``trigger_source`` (the
 ``dag_run.triggered_by`` column: ``rest_api``, ``ui``, ``cli``, ``timetable``...), which the Task
-SDK does not give tasks, so the record itself can only say ``manual`` for a manual run.
+SDK does not give tasks, so the record itself can only say ``manual`` for a manual run. The run's
+``triggered_by`` puts that source in the record's vocabulary (``api`` for the REST API).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from airflow_mlpipe.record import RECORD_TASK_ID
+from airflow_mlpipe.record import RECORD_TASK_ID, triggered_by_source
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -39,6 +40,7 @@ def run_summary(run: Any) -> dict[str, Any]:
         "state": _enum_value(run.state),
         "run_type": _enum_value(run.run_type),
         "trigger_source": _enum_value(run.triggered_by),
+        "triggered_by": triggered_by_source(_enum_value(run.triggered_by), _enum_value(run.run_type)),
         "triggering_user_name": run.triggering_user_name,
         "run_after": _iso(run.run_after),
         "start_date": _iso(run.start_date),

@@ -254,6 +254,7 @@ def test_rest_api_trigger_runs_recommender_training_to_success(cluster: Cluster)
     entries = api.get("/mlpipe/api/pipelines/recommender_training/records")["records"]
     assert entries[0]["run_id"] == run_id
     assert entries[0]["trigger_source"] == "rest_api"
+    assert entries[0]["triggered_by"] == "api"
     assert entries[0]["triggering_user_name"] == "admin"
     assert entries[0]["record"] == record
 
@@ -319,4 +320,9 @@ def test_unpaused_frequent_schedule_runs_with_triggered_by_schedule(cluster: Clu
     assert record["triggered_by_user"] is None
     assert record["stages_completed"] == ["extract"]
     entries = api.get("/mlpipe/api/pipelines/minutely_events/records")["records"]
-    assert any(e["run_id"] == run["dag_run_id"] and e["trigger_source"] == "timetable" for e in entries)
+    assert any(
+        e["run_id"] == run["dag_run_id"]
+        and e["trigger_source"] == "timetable"
+        and e["triggered_by"] == "schedule"
+        for e in entries
+    )
