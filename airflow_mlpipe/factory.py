@@ -42,11 +42,15 @@ INVALID_TAG = "mlpipe:invalid-spec"
 
 def build_dags(spec_folder: str | os.PathLike[str], environment: str | None = None) -> dict[str, DAG]:
     """A DAG for every spec under ``spec_folder``, keyed by dag_id (a placeholder for broken ones)."""
+    from airflow_mlpipe import settings
+
     only = get_parsing_context().dag_id
-    result = load_folder(spec_folder, environment, only=only)
+    # Read [mlpipe] component_modules once per parse, not twice per stage (an Airflow config lookup).
+    prefixes = settings.component_modules()
+    result = load_folder(spec_folder, environment, only=only, component_modules=prefixes)
     dags: dict[str, DAG] = {}
     for name, pipeline in result.pipelines.items():
-        dags[name] = build_dag(pipeline)
+        dags[name] = build_dag(pipeline, prefixes)
     for name, error in result.errors.items():
         log.error("Invalid pipeline spec '%s':\n%s", name, error.format())
         placeholder = build_placeholder_dag(name, error)
@@ -54,7 +58,7 @@ def build_dags(spec_folder: str | os.PathLike[str], environment: str | None = No
     return dags
 
 
-def build_dag(pipeline: Pipeline) -> DAG:
+def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = None) -> DAG:
     """The DAG for one validated pipeline."""
     metadata = pipeline.metadata
     ref = PipelineRef(
@@ -95,7 +99,7 @@ def build_dag(pipeline: Pipeline) -> DAG:
                 config=stage.config,
                 pipeline=ref,
                 stages=stage_names,
-                outlets=_outlets(stage.component, stage.config, pipeline.name),
+                outlets=_outlets(stage.component, stage.config, pipeline.name, component_modules),
                 doc_md=f"Component `{stage.component}`",
                 **settings,
             )
@@ -159,8 +163,15 @@ def _start_date(value: Any) -> datetime:
     return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
-def _outlets(component_name: str, config: dict[str, Any], pipeline: str) -> list[Any]:
-    component = resolve_component(component_name)
+def _outlets(
+    component_name: str,
+    config: dict[str, Any],
+    pipeline: str,
+    component_modules: tuple[str, ...] | None = None,
+) -> list[Any]:
+    component = resolve_component(component_name, component_modules)
+    if getattr(component.module, "assets", None) is None:
+        return []  # no assets hook: nothing to declare, and the loader already validated the config
     try:
         validated = component.config_model.model_validate(config)
     except Exception:

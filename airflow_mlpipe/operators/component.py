@@ -100,7 +100,7 @@ class ComponentOperator(BaseOperator):
         self.pipeline = pipeline
         self.stages = tuple(stages)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any] | None:
         started = time.monotonic()
         try:
             outputs = self._run_component(context)
@@ -109,6 +109,10 @@ class ComponentOperator(BaseOperator):
             context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{type(exc).__name__}: {exc}"[:2000])
             raise
         self.log.info("Stage '%s' finished in %.2f s", self.task_id, time.monotonic() - started)
+        if not outputs.artifacts and not outputs.metrics:
+            # Nothing to hand on: skip the XCom round trip. Readers (downstream stages, the
+            # execution record) already treat a missing XCom as empty outputs.
+            return None
         return outputs.model_dump()
 
     def _run_component(self, context: Context) -> StageOutputs:
