@@ -79,6 +79,17 @@ class ComponentContext:
             )
         return next(iter(self.inputs.values()))
 
+    def input_artifacts(self, *names: str, hint: str = "") -> dict[str, str]:
+        """URIs of the named artifacts of the only upstream stage; a clear error if one is missing."""
+        upstream = self.input()
+        missing = [name for name in names if name not in upstream.artifacts]
+        if missing:
+            raise ValueError(
+                f"the upstream stage has no {', '.join(repr(m) for m in missing)} artifact "
+                f"(it has: {', '.join(upstream.artifacts) or 'none'})" + (f"; {hint}" if hint else "")
+            )
+        return {name: upstream.artifacts[name] for name in names}
+
 
 class ComponentError(Exception):
     """A component string that cannot be used; ``suggestion`` says how to fix it."""

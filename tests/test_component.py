@@ -118,3 +118,23 @@ def test_misspelt_component_under_an_allowed_prefix_gets_a_suggestion(
         resolve_component("team_lib.socring", ("team_lib",))
 
     assert raised.value.suggestion == "did you mean 'team_lib.scoring'?"
+
+
+def test_input_artifacts_names_what_is_missing_and_what_is_there():
+    from airflow_mlpipe.component import ComponentContext, StageOutputs
+
+    context = ComponentContext(
+        pipeline="p",
+        pipeline_version="1.0.0",
+        config_version="abc",
+        environment="dev",
+        stage="train",
+        run_id="r",
+        git_commit="unknown",
+        inputs={"features": StageOutputs(artifacts={"interactions": "file:///x.parquet"})},
+        artifact_dir=None,
+    )
+
+    assert context.input_artifacts("interactions") == {"interactions": "file:///x.parquet"}
+    with pytest.raises(ValueError, match=r"has no 'model' artifact \(it has: interactions\); train first"):
+        context.input_artifacts("interactions", "model", hint="train first")

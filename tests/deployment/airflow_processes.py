@@ -9,7 +9,6 @@ JWT from ``POST /auth/token``, as any client would.
 from __future__ import annotations
 
 import contextlib
-import email
 import json
 import os
 import signal
@@ -20,7 +19,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import Message
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -230,45 +228,6 @@ class AirflowApi:
             else:
                 lines.append(str(item))
         return "\n".join(lines)
-
-
-class SmtpSink:
-    """A real SMTP server on loopback (aiosmtpd) that keeps every message it receives.
-
-    The pattern of ``tests/factory/test_runs.py``, for processes other than the test's own.
-    """
-
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.messages: list[tuple[list[str], Message]] = []
-        self.port = free_port()  # aiosmtpd cannot report the port it got for port=0
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's handler hook
-        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
-        return "250 OK"
-
-    def connection_env(self) -> dict[str, str]:
-        connection = {
-            "conn_type": "smtp",
-            "host": "127.0.0.1",
-            "port": self.port,
-            "extra": {
-                "disable_tls": True,
-                "disable_ssl": True,
-                "from_email": "mlpipe@example.com",
-                "timeout": 10,
-            },
-        }
-        return {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(connection)}
-
-
-def html_part(message: Message) -> str:
-    for part in message.walk():
-        if part.get_content_type() == "text/html":
-            return part.get_payload(decode=True).decode()
-    raise AssertionError("no HTML part in the e-mail")
 
 
 def write_passwords(path: Path, users: Mapping[str, str]) -> str:

@@ -23,17 +23,17 @@ import pytest
 from airflow_processes import (
     AirflowApi,
     AirflowProcesses,
-    SmtpSink,
     clean_environment,
     copy_dags,
     free_port,
     head_commit,
-    html_part,
     require,
     require_service,
     wait_until,
     write_passwords,
 )
+
+from airflow_mlpipe.testing.smtp import SmtpSink, html_body
 
 pytestmark = pytest.mark.postgres
 
@@ -297,7 +297,7 @@ def test_failing_pipeline_sends_one_failure_email(cluster: Cluster):
     assert sorted(recipients) == ["oncall@example.com", "owner@example.com"]
     assert "failing_pipeline" in message["Subject"] and run_id in message["Subject"]
     assert message["From"] == "mlpipe@example.com"
-    body = html_part(message)
+    body = html_body(message)
     assert "extract" in body and "table_that_does_not_exist" in body
     assert f"{api.base_url}/dags/failing_pipeline/runs/" in body
 

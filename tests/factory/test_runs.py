@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import email
 import json
 import socket
 import subprocess
-from email.message import Message
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from airflow_mlpipe import __version__
+from airflow_mlpipe.testing.smtp import SmtpSink, html_body
 
 pytestmark = pytest.mark.airflow
 
@@ -43,43 +42,10 @@ stages:
 """
 
 
-class SmtpSink:
-    """A real SMTP server on loopback (aiosmtpd) that keeps every message it receives."""
-
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.messages: list[tuple[list[str], Message]] = []
-        with socket.socket() as probe:  # aiosmtpd cannot report the port it got for port=0
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's handler hook
-        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
-        return "250 OK"
-
-    def connection_env(self) -> dict[str, str]:
-        connection = {
-            "conn_type": "smtp",
-            "host": "127.0.0.1",
-            "port": self.port,
-            "extra": {
-                "disable_tls": True,
-                "disable_ssl": True,
-                "from_email": "mlpipe@example.com",
-                "timeout": 10,
-            },
-        }
-        return {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(connection)}
-
-
 @pytest.fixture
 def smtp_sink():
-    sink = SmtpSink()
-    sink.controller.start()
-    yield sink
-    sink.controller.stop()
+    with SmtpSink() as sink:
+        yield sink
 
 
 @pytest.fixture
@@ -98,13 +64,6 @@ def commit_all(repo: Path) -> str:
     return subprocess.run(
         [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
-
-
-def html_part(message: Message) -> str:
-    for part in message.walk():
-        if part.get_content_type() == "text/html":
-            return part.get_payload(decode=True).decode()
-    raise AssertionError("no HTML part in the e-mail")
 
 
 def test_failed_stage_gives_failed_run_full_record_and_exactly_one_email(
@@ -148,7 +107,7 @@ def test_failed_stage_gives_failed_run_full_record_and_exactly_one_email(
     assert sorted(recipients) == ["oncall@example.com", "owner@example.com"]
     subject = message["Subject"]
     assert "tiny" in subject and "2.0.1" in subject and "dev" in subject and run.run_id in subject
-    body = html_part(message)
+    body = html_body(message)
     assert "third" in body and "boom in stage third" in body
     assert f"/dags/tiny/runs/{quote(run.run_id)}/tasks/third" in body
 

@@ -105,13 +105,9 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
 
     log = context.log
     upstream = context.input()
-    missing = [name for name in REQUIRED_ARTIFACTS if name not in upstream.artifacts]
-    if missing:
-        raise ValueError(
-            f"the upstream stage lacks artifacts {missing} "
-            f"(it has: {', '.join(upstream.artifacts) or 'none'}); "
-            "evaluation.recommender evaluates the output of model.matrix_factorization"
-        )
+    context.input_artifacts(
+        *REQUIRED_ARTIFACTS, hint="evaluation.recommender evaluates the output of model.matrix_factorization"
+    )
     artifacts = upstream.artifacts
     recorded = _split.SplitSettings.from_json(json.loads(_read_bytes(artifacts["split"])))
     _check_split_settings(config, recorded)

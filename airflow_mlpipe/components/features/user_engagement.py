@@ -80,13 +80,8 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     from airflow.sdk import ObjectStoragePath
 
     log = context.log
-    upstream = context.input()
-    if config.input_artifact not in upstream.artifacts:
-        raise ValueError(
-            f"the upstream stage has no '{config.input_artifact}' artifact (it has: "
-            f"{', '.join(upstream.artifacts) or 'none'}); set input_artifact"
-        )
-    source = ObjectStoragePath(upstream.artifacts[config.input_artifact])
+    uris = context.input_artifacts(config.input_artifact, hint="set input_artifact")
+    source = ObjectStoragePath(uris[config.input_artifact])
     columns = [
         config.user_column,
         config.item_column,

@@ -108,13 +108,9 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     from airflow_mlpipe.components import _split
 
     log = context.log
-    upstream = context.input()
-    if config.input_artifact not in upstream.artifacts:
-        raise ValueError(
-            f"the upstream stage has no '{config.input_artifact}' artifact (it has: "
-            f"{', '.join(upstream.artifacts) or 'none'}); train on the output of features.user_engagement"
-        )
-    source_uri = upstream.artifacts[config.input_artifact]
+    source_uri = context.input_artifacts(
+        config.input_artifact, hint="train on the output of features.user_engagement"
+    )[config.input_artifact]
     with ObjectStoragePath(source_uri).open("rb") as handle:
         interactions = pq.read_table(handle, columns=["user_id", "item_id", config.weight_column])
     if interactions.num_rows == 0:
