@@ -45,6 +45,9 @@ class RunEntry(BaseModel):
     trigger_source: str | None = Field(
         description="dag_run.triggered_by: rest_api, ui, cli, timetable, asset, backfill, test..."
     )
+    triggered_by: str = Field(
+        description="the trigger source in the record's words: api, manual, schedule, asset or backfill"
+    )
     triggering_user_name: str | None
     run_after: str | None
     start_date: str | None

@@ -140,6 +140,7 @@ def test_records_newest_first_with_their_runs(ui_server):
     for entry in (first, second):
         assert entry["state"] == "success"
         assert entry["run_type"] == "manual" and entry["trigger_source"] == "test"
+        assert entry["triggered_by"] == "manual"
         assert entry["duration_seconds"] > 0
         assert entry["record"]["execution_id"] == entry["run_id"]
         assert entry["record"]["triggered_by"] == "manual"
