@@ -207,8 +207,13 @@ def machine() -> dict[str, Any]:
         except OSError:
             out = ""
         git[key] = out
+    import importlib.util
+
+    spec = importlib.util.find_spec("airflow_mlpipe")
+    package = str(Path(spec.origin).parent) if spec and spec.origin else "-"
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "airflow_mlpipe_from": package,
         "git_commit": git["commit"].strip() or "-",
         "package_uncommitted": [line[3:] for line in git["package_changes"].splitlines() if line.strip()],
         "nproc": os.cpu_count(),
@@ -228,7 +233,11 @@ def print_header(title: str, info: Mapping[str, Any]) -> None:
         f"load {info['loadavg']} | Python {info['python']} | {versions}"
     )
     dirty = ", ".join(info["package_uncommitted"])
-    print(f"git {info['git_commit']}" + (f" + uncommitted changes in {dirty}" if dirty else ""))
+    print(
+        f"git {info['git_commit']}"
+        + (f" + uncommitted changes in {dirty}" if dirty else "")
+        + f"; airflow_mlpipe imported from {info['airflow_mlpipe_from']}"
+    )
 
 
 def save(path: str | None, name: str, data: Mapping[str, Any]) -> None:

@@ -18,6 +18,7 @@ BENCHMARKS = REPO / "benchmarks"
 # script, arguments, text its result must contain
 SCRIPTS = [
     ("parse_dags.py", ["--quick"], "## Warm DagBag load"),
+    ("parse_ab.py", ["--quick"], "B / A within a round"),
     ("stage_overhead.py", ["--quick"], "## Per-task run time"),
     ("profile_stage.py", ["--quick", "mlpipe_noop"], "# Phases of mlpipe_noop"),
     ("extract_postgres.py", ["--quick"], "## Throughput"),
