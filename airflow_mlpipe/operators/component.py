@@ -16,6 +16,7 @@ from airflow_mlpipe.artifacts import stage_artifact_dir
 from airflow_mlpipe.component import ComponentContext, StageOutputs, resolve_component
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk import Context
 
 OVERRIDES_PARAM = "overrides"
@@ -99,6 +100,22 @@ class ComponentOperator(BaseOperator):
         self.config = config
         self.pipeline = pipeline
         self.stages = tuple(stages)
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        import jinja2
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            super().render_template_fields(context, jinja_env)
+        except Exception as exc:
+            # Rendering runs before execute: record the error here, or the execution record and
+            # the failure e-mail would not say why the stage failed.
+            message = f"the config of stage '{self.task_id}' failed to render: {type(exc).__name__}: {exc}"
+            context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=message[:2000])
+            if isinstance(exc, jinja2.TemplateError):
+                # The template and the run's context are fixed, so a retry would fail the same way.
+                raise AirflowFailException(message) from None
+            raise  # e.g. a Variable or connection that is missing now may exist on the retry
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         started = time.monotonic()

@@ -22,6 +22,7 @@ from airflow_mlpipe.spec.errors import Location, Problem, SpecError, did_you_mea
 from airflow_mlpipe.spec.models import COMPONENT_PATTERN, Pipeline
 from airflow_mlpipe.spec.overlays import merge_overlay
 from airflow_mlpipe.spec.reader import LocatedDict, LocatedList, read_yaml_file
+from airflow_mlpipe.spec.templates import is_template, template_problem
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 TEMPLATE_MARKER = "{{"
@@ -207,6 +208,7 @@ def validate_spec(data: Any, files: SpecFiles, component_modules: Sequence[str] 
     stages = _named_stages(data)
     problems += _check_stage_graph(stages)
     problems += _check_components(stages, data, component_modules)
+    problems += _check_templates(stages)
     if problems or pipeline is None:
         raise SpecError(problems)
     return pipeline
@@ -359,6 +361,29 @@ def _check_components(
                     exc, data, ("stages", index, "config"), component.config_model, skip_templated=True
                 )
             ]
+    return problems
+
+
+def _check_templates(stages: list[tuple[int, LocatedDict]]) -> list[Problem]:
+    """A problem for every config value whose Jinja template would fail to render."""
+    problems: list[Problem] = []
+    for _, stage in stages:
+        config = stage.get("config")
+        if not isinstance(config, LocatedDict):
+            continue
+        path = f"stages[{stage['name']}].config"
+        pending: list[tuple[str, Any, Location]] = [(path, config, config.location)]
+        while pending:
+            path, value, location = pending.pop()
+            if isinstance(value, LocatedDict):
+                pending += [(f"{path}.{k}", v, value.value_locations[k]) for k, v in reversed(value.items())]
+            elif isinstance(value, LocatedList):
+                pending += [
+                    (f"{path}[{i}]", v, value.item_locations[i]) for i, v in reversed(list(enumerate(value)))
+                ]
+            elif is_template(value) and (problem := template_problem(value)):
+                message, suggestion = problem
+                problems.append(Problem(message, location, path, suggestion))
     return problems
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
@@ -175,6 +176,34 @@ def test_mail_server_down_leaves_the_run_and_record_intact(mlpipe_sandbox, git_s
     assert run.record["stages_failed"] == ["third"]
     assert run.record["stages_completed"] == ["first", "second"]
     assert "Could not send the failure e-mail to ['owner@example.com', 'oncall@example.com']" in run.output
+
+
+def test_config_that_fails_to_render_fails_the_stage_once_and_the_record_says_why(
+    mlpipe_sandbox, git_spec_repo, subprocess_env
+):
+    # 'params' exists, so the spec loads; this run has no 'label' param, so rendering fails.
+    spec = TINY.format(fail="false").replace("{{ ds }}", "{{ params.label }}").replace(
+        "config: {value: 3,", "retries: 2\n    retry_delay: 1\n    config: {value: 3,", 1
+    )
+    (git_spec_repo / "tiny.yaml").write_text(spec)
+    commit_all(git_spec_repo)
+
+    run = mlpipe_sandbox.run(git_spec_repo, "tiny", env=subprocess_env)
+
+    assert run.state == "failed", run.output[-3000:]
+    assert run.task_states["first"] == "failed"
+    with sqlite3.connect(mlpipe_sandbox.database) as db:
+        (tries,) = db.execute(
+            "SELECT try_number FROM task_instance WHERE dag_id = 'tiny' AND run_id = ? AND task_id = 'first'",
+            (run.run_id,),
+        ).fetchone()
+    assert tries == 1  # of the 3 allowed: a retry would render the same template in the same context
+    error = run.record["errors"]["first"]
+    assert error.startswith("the config of stage 'first' failed to render: UndefinedError:")
+    assert "label" in error
+    assert run.record["stages_failed"] == ["first"]
+    assert run.record["stages_skipped"] == ["second", "third", "fourth"]
+    assert "steps progress: stage first" not in run.output
 
 
 SECRET = "s3cr3t-Pa55word-9931"
