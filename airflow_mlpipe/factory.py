@@ -180,7 +180,7 @@ def _outlets(
 
 
 def _doc_md(pipeline: Pipeline) -> str:
-    rendered = json.dumps(pipeline.render(), indent=2, default=str)
+    rendered = _resolved_spec_json(pipeline.render())
     description = pipeline.metadata.description
     return (
         f"{description}\n\n"
@@ -189,3 +189,14 @@ def _doc_md(pipeline: Pipeline) -> str:
         f"* spec: {', '.join(f'`{os.path.basename(s)}`' for s in pipeline.sources)}\n\n"
         f"### Resolved spec\n\n```json\n{rendered}\n```\n"
     )
+
+
+def _resolved_spec_json(rendered: dict[str, Any]) -> str:
+    """The rendered spec as JSON with a line per field and per stage.
+
+    Written by hand because ``json.dumps`` with ``indent`` falls back to its pure-Python encoder,
+    which made the doc_md a tenth of the factory's parse time.
+    """
+    fields = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in rendered.items() if k != "stages"]
+    stages = ",\n".join(f"    {json.dumps(stage)}" for stage in rendered["stages"])
+    return "{\n" + ",\n".join([*fields, f'  "stages": [\n{stages}\n  ]']) + "\n}"

@@ -191,7 +191,7 @@ def machine() -> dict[str, Any]:
         "numpy",
         "scipy",
         "SQLAlchemy",
-        "psycopg2-binary",
+        "psycopg",
     ):
         try:
             versions[dist] = metadata.version(dist)

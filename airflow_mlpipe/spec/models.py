@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Annotated, Any
 
 import yaml
@@ -214,7 +215,7 @@ class Pipeline(_Model):
         """The files the spec was read from: the base, then the overlay if there was one."""
         return self._sources
 
-    @property
+    @cached_property  # the model is frozen; the factory asks twice per pipeline, at every parse
     def config_version(self) -> str:
         """Short hash of the fully resolved spec: same values, same hash, whatever the formatting."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

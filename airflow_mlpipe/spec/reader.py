@@ -32,7 +32,13 @@ MAX_VALUES = 50_000
 MAX_DEPTH = 64
 
 _CORE_TAG = "tag:yaml.org,2002:"
-_SCALAR_TAGS = {_CORE_TAG + name for name in ("str", "int", "float", "bool", "null", "timestamp")}
+_STR_TAG = _CORE_TAG + "str"
+# The safe constructors of the other core-schema scalars, called directly: construct_object's
+# bookkeeping (recursion guard, memo of every node) is a third of the parse time of a spec.
+_SCALAR_CONSTRUCTORS = {
+    _CORE_TAG + name: yaml.constructor.SafeConstructor.yaml_constructors[_CORE_TAG + name]
+    for name in ("int", "float", "bool", "null", "timestamp")
+}
 _MAPPING_TAGS = {_CORE_TAG + "map"}
 _SEQUENCE_TAGS = {_CORE_TAG + "seq"}
 _MERGE_TAG = _CORE_TAG + "merge"
@@ -187,14 +193,16 @@ class _Builder:
         self.constructor = yaml.constructor.SafeConstructor()
 
     def location(self, node: yaml.Node) -> Location:
-        if node.start_mark.index >= len(self.text):  # an empty value at the very end ('? key')
+        mark = node.start_mark
+        if mark.index >= len(self.text):  # an empty value at the very end ('? key')
             return _end_of(self.text, self.file)
-        return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+        return Location(self.file, mark.line + 1, mark.column + 1)
 
     def fail(self, node: yaml.Node, message: str, suggestion: str = "", path: str = "") -> SpecError:
         return SpecError([Problem(message, self.location(node), path, suggestion)])
 
-    def build(self, node: yaml.Node, depth: int = 0, path: str = "") -> Any:
+    def build(self, node: yaml.Node, depth: int = 0, path: str = "", location: Location | None = None) -> Any:
+        """Plain data for ``node``; ``location`` is the node's own, when the caller has it already."""
         self.values += 1
         if self.values > MAX_VALUES:
             raise self.fail(
@@ -206,32 +214,37 @@ class _Builder:
             )
         if depth > MAX_DEPTH:
             raise self.fail(node, f"the document is nested more than {MAX_DEPTH} levels deep", path=path)
+        tag = node.tag
         if isinstance(node, yaml.ScalarNode):
-            if node.tag not in _SCALAR_TAGS:
+            if tag == _STR_TAG:
+                return node.value  # what SafeConstructor returns for a string, without its bookkeeping
+            construct = _SCALAR_CONSTRUCTORS.get(tag)
+            if construct is None:
                 raise self._bad_tag(node, path)
             try:
-                return self.constructor.construct_object(node, deep=True)
+                return construct(self.constructor, node)
             # PyYAML's constructors trust the resolver: an explicit tag on a bad value ('!!bool abc',
             # '!!int ""', '!!timestamp x') raises KeyError, IndexError or AttributeError.
             except Exception as exc:
-                tag = node.tag.replace(_CORE_TAG, "!!")
-                reason = exc if isinstance(exc, ValueError) else f"not a valid {tag}"
+                shown = tag.replace(_CORE_TAG, "!!")
+                reason = exc if isinstance(exc, ValueError) else f"not a valid {shown}"
                 raise self.fail(node, f"invalid value {node.value!r}: {reason}", path=path) from None
         if isinstance(node, yaml.SequenceNode):
-            if node.tag not in _SEQUENCE_TAGS:
+            if tag not in _SEQUENCE_TAGS:
                 raise self._bad_tag(node, path)
-            sequence = LocatedList(self.location(node))
+            sequence = LocatedList(location or self.location(node))
             for index, item in enumerate(node.value):
-                sequence.add(self.build(item, depth + 1, f"{path}[{index}]"), self.location(item))
+                item_location = self.location(item)
+                sequence.add(self.build(item, depth + 1, f"{path}[{index}]", item_location), item_location)
             return sequence
         if isinstance(node, yaml.MappingNode):
-            if node.tag not in _MAPPING_TAGS:
+            if tag not in _MAPPING_TAGS:
                 raise self._bad_tag(node, path)
-            return self._mapping(node, depth, path)
+            return self._mapping(node, depth, path, location or self.location(node))
         raise self.fail(node, f"unsupported YAML node {type(node).__name__}")  # pragma: no cover
 
-    def _mapping(self, node: yaml.MappingNode, depth: int, path: str) -> LocatedDict:
-        mapping = LocatedDict(self.location(node))
+    def _mapping(self, node: yaml.MappingNode, depth: int, path: str, location: Location) -> LocatedDict:
+        mapping = LocatedDict(location)
         merged: LocatedDict | None = None
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
@@ -250,8 +263,9 @@ class _Builder:
                     "remove one of them; YAML keeps only the last, which hides mistakes",
                     key_path,
                 )
-            value = self.build(value_node, depth + 1, key_path)
-            mapping.set(key, value, self.location(key_node), self.location(value_node))
+            value_location = self.location(value_node)
+            value = self.build(value_node, depth + 1, key_path, value_location)
+            mapping.set(key, value, self.location(key_node), value_location)
         if merged is not None:
             # Explicit keys win over merged ones ('<<' semantics).
             for key, value in merged.items():

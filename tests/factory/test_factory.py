@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from airflow_mlpipe.factory import INVALID_TAG, MLPIPE_TAG, build_dags
 from airflow_mlpipe.record import RECORD_TASK_ID
+from airflow_mlpipe.spec import load_folder
 
 REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -35,6 +37,16 @@ def test_repo_dags_folder_parses_without_import_errors(mlpipe_check_dags):
     bag = mlpipe_check_dags(REPO_DAGS)
 
     assert set(bag.dag_ids) == {"recommender_training", "user_engagement_features"}
+
+
+def test_doc_md_shows_the_resolved_spec_as_json(mlpipe_check_dags):
+    dag = mlpipe_check_dags(REPO_DAGS).dags["recommender_training"]
+    pipeline = load_folder(REPO_DAGS / "pipelines").pipelines["recommender_training"]
+
+    block = dag.doc_md.split("```json\n", 1)[1].split("\n```", 1)[0]
+
+    assert json.loads(block) == pipeline.render()
+    assert block.count("\n") == len(pipeline.render()) + len(pipeline.stages) + 2  # a line per stage
 
 
 def test_reference_dag_follows_the_spec(mlpipe_check_dags):
