@@ -427,6 +427,8 @@ def _validation_problems(
             shown = repr(value) in message or str(value) in message
             if isinstance(value, str | int | float | bool) and not shown:
                 message += f" (got {value!r})"
+            if kind == "too_short":
+                suggestion = _field_description(model, tuple(error["loc"]))
         problems.append(Problem(message, location, field_path, suggestion))
     return problems
 

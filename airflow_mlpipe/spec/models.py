@@ -200,7 +200,9 @@ class Pipeline(_Model):
     version: SemVer = Field(description="semantic version of the pipeline definition")
     metadata: Metadata
     defaults: StageSettings = Field(StageSettings(), description="settings for every stage")
-    stages: list[PipelineStage] = Field(min_length=1)
+    stages: list[PipelineStage] = Field(
+        min_length=1, description="the pipeline's stages, at least one, each with a name and a component"
+    )
 
     _environment: str = PrivateAttr(default="dev")
     _sources: tuple[str, ...] = PrivateAttr(default=())

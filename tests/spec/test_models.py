@@ -43,7 +43,12 @@ def test_missing_stage_component_is_reported_at_the_stage(tmp_path: Path) -> Non
 def test_misspelt_top_level_key_suggests_the_field_and_reports_the_missing_one(tmp_path: Path) -> None:
     problems = spec_problems(tmp_path, edit(VALID, "stages:\n", "stage:\n"))
     assert [(where(p), p.field, p.message, p.suggestion) for p in problems] == [
-        (("demo.yaml", 1, 1), "stages", "missing required field 'stages'", ""),
+        (
+            ("demo.yaml", 1, 1),
+            "stages",
+            "missing required field 'stages'",
+            "'stages': the pipeline's stages, at least one, each with a name and a component",
+        ),
         (("demo.yaml", 12, 1), "stage", "unknown field 'stage'", "did you mean 'stages'?"),
     ]
 
