@@ -3,12 +3,14 @@
 ``AirflowProcesses`` starts ``airflow <component>`` commands of this Python environment, each in
 its own process group with its output in a log file, and stops every group it started (TERM,
 then KILL). ``AirflowApi`` talks to the api-server's REST API v2 (and the plugin's API) with a
-JWT from ``POST /auth/token``, as any client would.
+JWT from ``POST /auth/token``, as any client would. ``celery_cluster`` runs the docker-compose
+topology as processes on PostgreSQL and Redis, for the end-to-end and fault tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -16,7 +18,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +27,13 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import psutil
+
+from airflow_mlpipe.testing.smtp import SmtpSink
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+PG_HOST, PG_PORT, REDIS_PORT = "127.0.0.1", 5432, 6379
 T = TypeVar("T")
 
 
@@ -128,12 +135,21 @@ class AirflowProcesses:
                     f"'airflow {name}' exited with {process.returncode}:\n{self.log_tail(name)}"
                 )
 
+    def kill(self, name: str) -> None:
+        """SIGKILL ``name`` and every process under it at once, as a lost node would."""
+        process = self.started.pop(name)
+        below = _descendants(process)
+        _signal_group(process, signal.SIGKILL)
+        _kill_all(below)
+        process.wait(timeout=30)
+
     def log_tail(self, name: str, chars: int = 4000) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
     def stop(self, grace: float = 20) -> None:
         """TERM every process group started here, then KILL what is left after ``grace`` seconds."""
+        below = [child for process in self.started.values() for child in _descendants(process)]
         for process in self.started.values():
             _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -141,15 +157,34 @@ class AirflowProcesses:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
         for process in self.started.values():
-            _signal_group(process, signal.SIGKILL)  # also reaches task processes left behind
+            _signal_group(process, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
+        _kill_all(below)  # task processes left behind
         self.started.clear()
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
+
+
+def _descendants(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """Every process under ``process``, including those in process groups of their own.
+
+    The Task SDK runs each task in a new process group, which a signal to the worker's group
+    does not reach; once its supervisor is gone the task is no longer under the worker either.
+    """
+    try:
+        return psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            process.kill()  # psutil checks the pid still names the same process
 
 
 class AirflowApi:
@@ -172,6 +207,11 @@ class AirflowApi:
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.client.get(path, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: Mapping[str, Any]) -> Any:
+        response = self.client.post(path, json=dict(body))
         response.raise_for_status()
         return response.json()
 
@@ -212,6 +252,23 @@ class AirflowApi:
 
     def task_path(self, dag_id: str, run_id: str, task_id: str) -> str:
         return f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}"
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        return self.get(self.task_path(dag_id, run_id, task_id))
+
+    def clear_task_instances(
+        self, dag_id: str, run_id: str, task_ids: list[str], include_downstream: bool = True
+    ) -> set[str]:
+        """Clear tasks of one run, whatever their state, so they run again; returns the cleared ids."""
+        body = {
+            "dag_run_id": run_id,
+            "task_ids": task_ids,
+            "include_downstream": include_downstream,
+            "only_failed": False,
+            "dry_run": False,
+        }
+        cleared = self.post(f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
+        return {ti["task_id"] for ti in cleared["task_instances"]}
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         entry = self.get(f"{self.task_path(dag_id, run_id, task_id)}/xcomEntries/{key}")
@@ -254,3 +311,154 @@ def head_commit(repo: Path) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+@dataclass
+class CeleryCluster:
+    """api-server, scheduler, dag-processor and Celery workers on PostgreSQL and Redis."""
+
+    api: AirflowApi
+    processes: AirflowProcesses
+    smtp: SmtpSink
+    root: Path
+    dags: Path
+    queue: str
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        return self.processes.start(name, *celery_worker_args(name, self.queue))
+
+    def explain(self, dag_id: str, run_id: str) -> str:
+        """The run's task states, the failed tasks' logs and the scheduler's log, for a failed assertion."""
+        states = self.api.task_states(dag_id, run_id)
+        logs = "\n".join(
+            f"--- {task} ---\n{self.api.task_log(dag_id, run_id, task)[-2000:]}"
+            for task, state in states.items()
+            if state == "failed"
+        )
+        scheduler = self.processes.log_tail("scheduler", 2000)
+        return f"task states: {states}\n{logs}\n--- scheduler ---\n{scheduler}"
+
+
+@contextlib.contextmanager
+def celery_cluster(
+    config: Any,
+    root: Path,
+    specs: Mapping[str, str],
+    dag_ids: set[str],
+    env: Mapping[str, str] | None = None,
+) -> Iterator[CeleryCluster]:
+    """The compose topology as processes over a copy of ``dags/`` plus ``specs``, on a fresh database.
+
+    Yields once the api-server answers and ``dag_ids`` are parsed; ``env`` adds or overrides
+    settings. Skips (fails under ``CI=true``) without PostgreSQL, Redis or the Celery provider.
+    Stops every process group, drops the database and this cluster's broker keys on exit.
+    """
+    require_service(config, "PostgreSQL", PG_HOST, PG_PORT)
+    require_service(config, "Redis", PG_HOST, REDIS_PORT)
+    require(
+        importlib.util.find_spec("airflow.providers.celery") is not None,
+        "apache-airflow-providers-celery is not installed (pip install -e '.[dev]')",
+    )
+    suffix = uuid.uuid4().hex[:10]
+    database, queue, redis_db = f"mlpipe_e2e_{suffix}", f"mlpipe_e2e_{suffix}", 1 + int(suffix, 16) % 15
+    dags = copy_dags(root / "dags", specs)
+    api_port = free_port()
+    base_url = f"http://127.0.0.1:{api_port}"
+    smtp = SmtpSink()
+    users = write_passwords(root / "passwords.json", {"admin": "admin"})
+    pg = f"postgres@{PG_HOST}:{PG_PORT}/{database}"
+    processes = AirflowProcesses(
+        clean_environment(
+            AIRFLOW_HOME=str(root / "airflow-home"),
+            AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://{pg}",
+            AIRFLOW__CELERY__BROKER_URL=f"redis://{PG_HOST}:{REDIS_PORT}/{redis_db}",
+            AIRFLOW__CELERY__RESULT_BACKEND=f"db+postgresql://{pg}",
+            AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
+            AIRFLOW__OPERATORS__DEFAULT_QUEUE=queue,  # no other worker on this broker takes our tasks
+            AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+            AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base_url}/execution/",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=users,
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
+            AIRFLOW__API__BASE_URL=base_url,
+            AIRFLOW__API__WORKERS="1",
+            AIRFLOW__API__SECRET_KEY=uuid.uuid4().hex,
+            AIRFLOW__API_AUTH__JWT_SECRET=uuid.uuid4().hex,
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+            AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            AIRFLOW__MLPIPE__ARTIFACT_ROOT=f"file://{root / 'artifacts'}",
+            **smtp.connection_env(),
+            **(env or {}),
+        ),
+        root / "logs",
+    )
+    admin = _admin_connection()
+    admin.cursor().execute(f'CREATE DATABASE "{database}"')
+    smtp.controller.start()
+    try:
+        processes.run("db", "migrate", timeout=240)
+        processes.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port))
+        processes.start("scheduler", "scheduler")
+        processes.start("dag-processor", "dag-processor")
+        processes.start("celery-worker", *celery_worker_args("celery-worker", queue))
+
+        def api_up() -> bool:
+            processes.check_alive()
+            return httpx.get(f"{base_url}/api/v2/version", timeout=5).status_code == 200
+
+        wait_until(api_up, 120, "the api-server")
+        cluster_api = AirflowApi(base_url, "admin", "admin-password")
+
+        def dags_parsed() -> bool:
+            processes.check_alive()
+            ids = {dag["dag_id"] for dag in cluster_api.get("/api/v2/dags", limit=100)["dags"]}
+            return dag_ids <= ids
+
+        wait_until(dags_parsed, 120, "the dag-processor to parse the specs", interval=2)
+        yield CeleryCluster(cluster_api, processes, smtp, root, dags, queue)
+    finally:
+        processes.stop()
+        smtp.controller.stop()
+        _drop_broker_keys(redis_db, queue)
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
+
+
+def celery_worker_args(name: str, queue: str) -> list[str]:
+    """``airflow celery worker`` on this cluster's queue, named ``name`` among the broker's workers."""
+    return ["celery", "worker", "--concurrency", "2", "--queues", queue, "--celery-hostname", f"{name}@%h"]
+
+
+def _admin_connection() -> Any:
+    import psycopg2
+
+    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
+    connection.autocommit = True
+    return connection
+
+
+def _drop_broker_keys(redis_db: int, queue: str) -> None:
+    """Remove this cluster's Celery queue from the shared Redis (other keys are not ours to touch).
+
+    Also the unacknowledged deliveries to it, which a killed worker leaves in kombu's ``unacked``.
+    """
+    try:
+        import redis
+
+        client = redis.Redis(host=PG_HOST, port=REDIS_PORT, db=redis_db)
+        for key in client.scan_iter(match=f"*{queue}*"):
+            client.delete(key)
+        for tag, delivery in client.hscan_iter("unacked"):
+            if queue.encode() in delivery:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
+    except Exception:  # cleanup only
+        pass

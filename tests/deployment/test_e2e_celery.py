@@ -12,32 +12,17 @@ Bounded: every wait has a timeout, and the fixture stops every process group it 
 
 from __future__ import annotations
 
-import importlib.util
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from airflow_processes import (
-    AirflowApi,
-    AirflowProcesses,
-    clean_environment,
-    copy_dags,
-    free_port,
-    head_commit,
-    require,
-    require_service,
-    wait_until,
-    write_passwords,
-)
+from airflow_processes import CeleryCluster, celery_cluster, head_commit, wait_until
 
-from airflow_mlpipe.testing.smtp import SmtpSink, html_body
+from airflow_mlpipe.testing.smtp import html_body
 
 pytestmark = pytest.mark.postgres
 
-PG_HOST, PG_PORT, REDIS_PORT = "127.0.0.1", 5432, 6379
 ENVIRONMENT = "e2e"
 STAGES = ["extract", "transform_features", "train", "evaluate", "register"]
 
@@ -85,150 +70,34 @@ stages:
 """
 
 
-@dataclass
-class Cluster:
-    api: AirflowApi
-    processes: AirflowProcesses
-    smtp: SmtpSink
-    root: Path
-    dags: Path
-    registry: Path
-
-
-def _admin_connection():
-    import psycopg2
-
-    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
-    connection.autocommit = True
-    return connection
-
-
 @pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_service(request.config, "PostgreSQL", PG_HOST, PG_PORT)
-    require_service(request.config, "Redis", PG_HOST, REDIS_PORT)
-    require(
-        importlib.util.find_spec("airflow.providers.celery") is not None,
-        "apache-airflow-providers-celery is not installed (pip install -e '.[dev]')",
-    )
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CeleryCluster]:
     from airflow_mlpipe.demo_data import generate_user_events
 
     root = tmp_path_factory.mktemp("e2e")
-    suffix = uuid.uuid4().hex[:10]
-    database, queue, redis_db = f"mlpipe_e2e_{suffix}", f"mlpipe_e2e_{suffix}", 1 + int(suffix, 16) % 15
-    dags = copy_dags(
-        root / "dags",
-        {
-            f"recommender_training.{ENVIRONMENT}.yaml": OVERLAY,
-            "failing_pipeline.yaml": FAILING,
-            "minutely_events.yaml": MINUTELY,
-        },
-    )
     analytics = root / "analytics.db"
     generate_user_events(analytics, n_users=600, n_items=300, n_events=30_000)
-    api_port = free_port()
-    base_url = f"http://127.0.0.1:{api_port}"
-    smtp = SmtpSink()
-    users = write_passwords(root / "passwords.json", {"admin": "admin"})
-    pg = f"postgres@{PG_HOST}:{PG_PORT}/{database}"
-    env = clean_environment(
-        AIRFLOW_HOME=str(root / "airflow-home"),
-        AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://{pg}",
-        AIRFLOW__CELERY__BROKER_URL=f"redis://{PG_HOST}:{REDIS_PORT}/{redis_db}",
-        AIRFLOW__CELERY__RESULT_BACKEND=f"db+postgresql://{pg}",
-        AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
-        AIRFLOW__OPERATORS__DEFAULT_QUEUE=queue,  # no other worker on this broker takes our tasks
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(Path(__file__).resolve().parents[2] / "plugins"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base_url}/execution/",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=users,
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
-        AIRFLOW__API__BASE_URL=base_url,
-        AIRFLOW__API__WORKERS="1",
-        AIRFLOW__API__SECRET_KEY=uuid.uuid4().hex,
-        AIRFLOW__API_AUTH__JWT_SECRET=uuid.uuid4().hex,
-        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
-        AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
-        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-        AIRFLOW__MLPIPE__ENVIRONMENT=ENVIRONMENT,
-        AIRFLOW__MLPIPE__ARTIFACT_ROOT=f"file://{root / 'artifacts'}",
-        AIRFLOW_CONN_ANALYTICS_DB=f"sqlite:///{analytics}",
-        **smtp.connection_env(),
-    )
-    processes = AirflowProcesses(env, root / "logs")
-    admin = _admin_connection()
-    admin.cursor().execute(f'CREATE DATABASE "{database}"')
-    smtp.controller.start()
-    try:
-        processes.run("db", "migrate", timeout=240)
-        processes.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port))
-        processes.start("scheduler", "scheduler")
-        processes.start("dag-processor", "dag-processor")
-        processes.start("celery-worker", "celery", "worker", "--concurrency", "2", "--queues", queue)
-
-        def api_up() -> bool:
-            processes.check_alive()
-            return _get_ok(f"{base_url}/api/v2/version")
-
-        wait_until(api_up, 120, "the api-server")
-        api = AirflowApi(base_url, "admin", "admin-password")
-
-        def dags_parsed() -> bool:
-            processes.check_alive()
-            ids = {dag["dag_id"] for dag in api.get("/api/v2/dags", limit=100)["dags"]}
-            return {"recommender_training", "failing_pipeline", "minutely_events"} <= ids
-
-        wait_until(dags_parsed, 120, "the dag-processor to parse the specs", interval=2)
-        yield Cluster(api, processes, smtp, root, dags, root / "registry")
-    finally:
-        processes.stop()
-        smtp.controller.stop()
-        _drop_broker_keys(redis_db, queue)
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
+    specs = {
+        f"recommender_training.{ENVIRONMENT}.yaml": OVERLAY,
+        "failing_pipeline.yaml": FAILING,
+        "minutely_events.yaml": MINUTELY,
+    }
+    env = {"AIRFLOW__MLPIPE__ENVIRONMENT": ENVIRONMENT, "AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics}"}
+    dag_ids = {"recommender_training", "failing_pipeline", "minutely_events"}
+    with celery_cluster(request.config, root, specs, dag_ids, env) as started:
+        yield started
 
 
-def _get_ok(url: str) -> bool:
-    import httpx
-
-    return httpx.get(url, timeout=5).status_code == 200
-
-
-def _drop_broker_keys(redis_db: int, queue: str) -> None:
-    """Remove this module's Celery queue from the shared Redis (other keys are not ours to touch)."""
-    try:
-        import redis
-
-        client = redis.Redis(host=PG_HOST, port=REDIS_PORT, db=redis_db)
-        for key in client.scan_iter(match=f"*{queue}*"):
-            client.delete(key)
-    except Exception:  # cleanup only
-        pass
-
-
-def _explain(cluster: Cluster, dag_id: str, run_id: str) -> str:
-    states = cluster.api.task_states(dag_id, run_id)
-    logs = "\n".join(
-        f"--- {task} ---\n{cluster.api.task_log(dag_id, run_id, task)[-2000:]}"
-        for task, state in states.items()
-        if state == "failed"
-    )
-    return (
-        f"task states: {states}\n{logs}\n--- scheduler ---\n{cluster.processes.log_tail('scheduler', 2000)}"
-    )
-
-
-def test_rest_api_trigger_runs_recommender_training_to_success(cluster: Cluster):
+def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCluster):
     api = cluster.api
     api.set_paused("recommender_training", False)
     conf = {"overrides": {"register": {"registry": f"file://{cluster.registry}"}}}
     run_id = api.trigger("recommender_training", conf)
 
     run = api.wait_for_run("recommender_training", run_id, timeout=300)
-    assert run["state"] == "success", _explain(cluster, "recommender_training", run_id)
+    assert run["state"] == "success", cluster.explain("recommender_training", run_id)
     assert run["run_type"] == "manual" and run["triggered_by"] == "rest_api"
 
     # The execution record, read through the REST API (the XCom of task execution_record).
@@ -274,7 +143,7 @@ def test_rest_api_trigger_runs_recommender_training_to_success(cluster: Cluster)
     assert "Execution record: completed=" in api.task_log("recommender_training", run_id, "execution_record")
 
 
-def test_failing_pipeline_sends_one_failure_email(cluster: Cluster):
+def test_failing_pipeline_sends_one_failure_email(cluster: CeleryCluster):
     api = cluster.api
     api.set_paused("failing_pipeline", False)
     run_id = api.trigger("failing_pipeline")
@@ -302,7 +171,7 @@ def test_failing_pipeline_sends_one_failure_email(cluster: Cluster):
     assert f"{api.base_url}/dags/failing_pipeline/runs/" in body
 
 
-def test_unpaused_frequent_schedule_runs_with_triggered_by_schedule(cluster: Cluster):
+def test_unpaused_frequent_schedule_runs_with_triggered_by_schedule(cluster: CeleryCluster):
     api = cluster.api
     api.set_paused("minutely_events", False)
     try:
