@@ -213,7 +213,7 @@ def machine() -> dict[str, Any]:
     package = str(Path(spec.origin).parent) if spec and spec.origin else "-"
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "airflow_mlpipe_from": package,
+        "airflow_mlpipe_from": shown(package),
         "git_commit": git["commit"].strip() or "-",
         "package_uncommitted": [line[3:] for line in git["package_changes"].splitlines() if line.strip()],
         "nproc": os.cpu_count(),
@@ -223,6 +223,15 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
     }
+
+
+def shown(path: object) -> str:
+    """``path`` as printed in results: relative to the repo or the temp dir, so no machine's layout shows."""
+    text = str(path)
+    for root, name in ((str(REPO), "."), (tempfile.gettempdir(), "$TMPDIR")):
+        if text == root or text.startswith(root + os.sep):
+            return name + text[len(root) :]
+    return text
 
 
 def print_header(title: str, info: Mapping[str, Any]) -> None:
@@ -236,7 +245,7 @@ def print_header(title: str, info: Mapping[str, Any]) -> None:
     print(
         f"git {info['git_commit']}"
         + (f" + uncommitted changes in {dirty}" if dirty else "")
-        + f"; airflow_mlpipe imported from {info['airflow_mlpipe_from']}"
+        + f"; airflow_mlpipe imported from {shown(info['airflow_mlpipe_from'])}"
     )
 
 

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     info = benchlib.machine()
     benchlib.print_header("Parse A/B benchmark", info)
-    print(f"A: {args.a or 'installed'}\nB: {args.b or 'installed'}\nN={n} M={m}, {rounds} rounds\n")
+    print(f"A: {benchlib.shown(args.a or 'installed')}")
+    print(f"B: {benchlib.shown(args.b or 'installed')}\nN={n} M={m}, {rounds} rounds\n")
     root = Path(args.workdir or tempfile.mkdtemp(prefix="mlpipe-bench-ab-"))
     folders = generate(root, n, m, ("mlpipe", "handwritten"))
     contestants = {

@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="mlpipe-bench-parse-"))
     info = benchlib.machine()
     benchlib.print_header("Parse benchmark", info)
-    print(f"N={ns} M={ms}, sections {args.sections}; folders in {root}\n")
+    print(f"N={ns} M={ms}, sections {args.sections}; folders in {benchlib.shown(root)}\n")
 
     check = generate(root, 2, 3, AVAILABLE)
     out = benchlib.run_child(

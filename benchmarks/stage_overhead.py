@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = {key: env[key] for key in ("PYTHONPATH", "AIRFLOW__MLPIPE__COMPONENT_MODULES", "DO_NOT_TRACK")}
     sandbox = AirflowSandbox(root, env=extra).setup()
     folder = write_dags(root, k)
-    print(f"K={k} tasks per DAG, {runs} runs of each, Airflow home {sandbox.home}\n")
+    print(f"K={k} tasks per DAG, {runs} runs of each, Airflow home {benchlib.shown(sandbox.home)}\n")
 
     results: dict[str, list[dict[str, Any]]] = {dag_id: [] for dag_id in DAG_IDS}
     for run in range(runs):
