@@ -25,7 +25,6 @@ from airflow_mlpipe.spec.reader import LocatedDict, LocatedList, read_yaml_file
 from airflow_mlpipe.spec.templates import is_template, template_problem
 
 SPEC_SUFFIXES = (".yaml", ".yml")
-TEMPLATE_MARKER = "{{"
 RESERVED_STAGE_NAMES = frozenset({"execution_record"})
 
 
@@ -400,8 +399,7 @@ def _validation_problems(
     for error in exc.errors(include_url=False):
         value = error.get("input")
         kind = error["type"]
-        templated = isinstance(value, str) and TEMPLATE_MARKER in value
-        if skip_templated and templated and kind != "extra_forbidden":
+        if skip_templated and is_template(value) and kind != "extra_forbidden":
             continue  # rendered at run time, then validated again (an unknown key stays unknown)
         loc = (*prefix, *error["loc"])
         found, location, key_location, parent_location = _locate(data, loc)

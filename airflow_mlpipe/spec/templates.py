@@ -92,10 +92,11 @@ def template_problem(text: str) -> tuple[str, str] | None:
         if node.name not in table:
             return f"the template uses the unknown {kind} '{node.name}'", did_you_mean(node.name, table)
     known = CONTEXT_NAMES | set(env.globals)
-    for name in sorted(jinja2.meta.find_undeclared_variables(tree) - known):
+    unknown = sorted(jinja2.meta.find_undeclared_variables(tree) - known)
+    if unknown:
         return (
-            f"the template uses '{name}', which Airflow's task context does not have",
-            did_you_mean(name, known) or "see 'Templates reference' in Airflow's documentation",
+            f"the template uses '{unknown[0]}', which Airflow's task context does not have",
+            did_you_mean(unknown[0], known) or "see 'Templates reference' in Airflow's documentation",
         )
     return None
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from mlpipe_spec_testing import load, only_problem, where, write
 
 from airflow_mlpipe.spec.templates import AIRFLOW_FILTERS, CONTEXT_NAMES, is_template, template_problem
 
@@ -65,3 +68,27 @@ def test_a_syntax_error_in_a_multiline_template_names_its_line() -> None:
 @pytest.mark.parametrize("text", ["plain text", "a {single} brace", "50% {x}", 42, None])
 def test_values_without_jinja_syntax_are_not_templates(text: object) -> None:
     assert not is_template(text)
+
+
+SPEC = """\
+name: demo
+version: 1.0.0
+metadata: {owner: me}
+stages:
+  - name: train
+    component: mlpipe_spec_fixtures.steps
+    config:
+      epochs: EPOCHS
+"""
+
+
+@pytest.mark.parametrize("epochs", ['"{{ params.epochs }}"', '"{% if ds %}3{% else %}1{% endif %}"'])
+def test_a_templated_value_is_typed_after_rendering_not_at_load(tmp_path: Path, epochs: str) -> None:
+    pipeline = load(write(tmp_path, "demo.yaml", SPEC.replace("EPOCHS", epochs)))
+    assert pipeline.stage("train").config["epochs"] == epochs.strip('"')
+
+
+def test_a_value_without_template_syntax_is_typed_at_load(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, SPEC.replace("EPOCHS", '"{ three }"'))
+    assert problem.field == "stages[train].config.epochs"
+    assert where(problem) == ("demo.yaml", 8, 15)
