@@ -163,6 +163,44 @@ def test_dagbag_shows_a_broken_spec_without_import_errors(
         mlpipe_check_dags(dags_folder)
 
 
+def test_whole_bad_spec_corpus_beside_good_specs_hides_nothing_and_runs_no_spec_code(
+    tmp_path, monkeypatch, mlpipe_check_dags
+):
+    """Every broken spec of tests/spec's corpus, in one dags folder with two good ones."""
+    import shutil
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    spec_tests = Path(__file__).resolve().parents[1] / "spec"
+    monkeypatch.syspath_prepend(str(spec_tests / "fixture_pkg"))
+    monkeypatch.setenv("AIRFLOW__MLPIPE__COMPONENT_MODULES", "mlpipe_spec_fixtures,mlpipe_test_steps")
+    monkeypatch.setenv("AIRFLOW__MLPIPE__ENVIRONMENT", "prod")  # the corpus's overlays are for 'prod'
+    specs = tmp_path / "pipelines"
+    shutil.copytree(spec_tests / "fixtures" / "errors", specs)
+    broken = {path.name.split(".")[0] for path in specs.iterdir()}
+    for name in ("good_one", "good_two"):
+        (specs / f"{name}.yaml").write_text(GOOD_SPEC.format(name=name))
+    marker = tmp_path / "spec-code-ran"
+    (specs / "pwn.yaml").write_text(
+        f"name: pwn\nversion: !!python/object/apply:os.system [\"touch {marker}\"]\n"
+        f"stages:\n  - name: a\n    component: subprocess.getoutput\n    config: {{cmd: 'touch {marker}'}}\n"
+    )
+    broken.add("pwn")
+    dags_folder = tmp_path / "dags"
+    dags_folder.mkdir()
+    (dags_folder / "loader.py").write_text(
+        f"from airflow_mlpipe.factory import build_dags\nglobals().update(build_dags({str(specs)!r}))\n"
+    )
+
+    bag = DagBag(dag_folder=str(dags_folder))
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == broken | {"good_one", "good_two"}
+    assert {dag_id for dag_id, dag in bag.dags.items() if INVALID_TAG in dag.tags} == broken
+    assert sorted(bag.dags["good_one"].task_ids) == ["execution_record", "first", "second"]
+    assert not marker.exists()
+
+
 def test_worker_parse_builds_only_the_task_dag(monkeypatch, write_spec, allow_test_components):
     write_spec("wanted", GOOD_SPEC.format(name="wanted"))
     # A spec the worker must not even read: unreadable bytes would give a placeholder if it did.
