@@ -142,6 +142,16 @@ def test_yaml_syntax_error_placeholder_keeps_the_file_name_as_dag_id(write_spec,
     assert "YAML syntax error" in dags["half_written"].doc_md
 
 
+def loader_folder(tmp_path: Path, spec_folder: Path) -> Path:
+    """A dags folder whose one loader file builds the DAGs of ``spec_folder``."""
+    dags_folder = tmp_path / "dags"
+    dags_folder.mkdir()
+    (dags_folder / "loader.py").write_text(
+        f"from airflow_mlpipe.factory import build_dags\nglobals().update(build_dags({str(spec_folder)!r}))\n"
+    )
+    return dags_folder
+
+
 def test_dagbag_shows_a_broken_spec_without_import_errors(
     tmp_path, write_spec, allow_test_components, mlpipe_check_dags
 ):
@@ -149,11 +159,7 @@ def test_dagbag_shows_a_broken_spec_without_import_errors(
 
     folder = write_spec("good_one", GOOD_SPEC.format(name="good_one"))
     write_spec("broken", "name: broken\n")
-    dags_folder = tmp_path / "dags"
-    dags_folder.mkdir()
-    (dags_folder / "loader.py").write_text(
-        f"from airflow_mlpipe.factory import build_dags\nglobals().update(build_dags({str(folder)!r}))\n"
-    )
+    dags_folder = loader_folder(tmp_path, folder)
 
     bag = DagBag(dag_folder=str(dags_folder))
 
@@ -163,9 +169,7 @@ def test_dagbag_shows_a_broken_spec_without_import_errors(
         mlpipe_check_dags(dags_folder)
 
 
-def test_whole_bad_spec_corpus_beside_good_specs_hides_nothing_and_runs_no_spec_code(
-    tmp_path, monkeypatch, mlpipe_check_dags
-):
+def test_whole_bad_spec_corpus_beside_good_specs_hides_nothing_and_runs_no_spec_code(tmp_path, monkeypatch):
     """Every broken spec of tests/spec's corpus, in one dags folder with two good ones."""
     import shutil
 
@@ -186,11 +190,7 @@ def test_whole_bad_spec_corpus_beside_good_specs_hides_nothing_and_runs_no_spec_
         f"stages:\n  - name: a\n    component: subprocess.getoutput\n    config: {{cmd: 'touch {marker}'}}\n"
     )
     broken.add("pwn")
-    dags_folder = tmp_path / "dags"
-    dags_folder.mkdir()
-    (dags_folder / "loader.py").write_text(
-        f"from airflow_mlpipe.factory import build_dags\nglobals().update(build_dags({str(specs)!r}))\n"
-    )
+    dags_folder = loader_folder(tmp_path, specs)
 
     bag = DagBag(dag_folder=str(dags_folder))
 
