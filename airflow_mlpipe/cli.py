@@ -168,7 +168,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _components(args: argparse.Namespace) -> int:
-    from airflow_mlpipe.component import ComponentError, available_components, resolve_component
+    from airflow_mlpipe.resolver import ComponentError, available_components, resolve_component
 
     if args.name is None:
         for name in available_components():

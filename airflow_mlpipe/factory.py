@@ -27,10 +27,11 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, get_parsing_context
 
-from airflow_mlpipe.component import resolve_component
-from airflow_mlpipe.operators.component import OVERRIDES_PARAM, ComponentOperator, PipelineRef
+from airflow_mlpipe.operators.component import ComponentOperator
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
+from airflow_mlpipe.pipeline_run import OVERRIDES_PARAM, PipelineRef
 from airflow_mlpipe.record import RECORD_TASK_ID
+from airflow_mlpipe.resolver import resolve_component
 from airflow_mlpipe.spec import Pipeline, SpecError, load_folder
 
 log = logging.getLogger(__name__)

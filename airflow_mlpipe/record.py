@@ -7,17 +7,20 @@ that task's XCom (``return_value``). Pure functions here; the operator gathers t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from airflow_mlpipe.component import StageOutputs
+from airflow_mlpipe.contract import StageOutputs
 
 RECORD_TASK_ID = "execution_record"
 
 _COMPLETED_STATES = {"success"}
 _FAILED_STATES = {"failed"}
-_TRIGGERED_BY = {
+#: How a run was started, in the record's words.
+TriggeredBy = Literal["schedule", "manual", "api", "backfill", "asset"]
+
+_TRIGGERED_BY: dict[str, TriggeredBy] = {
     "scheduled": "schedule",
     "manual": "manual",
     "backfill": "backfill",
@@ -37,9 +40,9 @@ class ExecutionRecord(BaseModel):
     config_version: str
     environment: str
     execution_id: str = Field(description="the Airflow run id")
-    timestamp: str = Field(description="when the record was written (ISO 8601, UTC)")
+    timestamp: AwareDatetime = Field(description="when the record was written (ISO 8601, UTC)")
     git_commit: str
-    triggered_by: str = Field(description="schedule, manual, api, backfill or asset")
+    triggered_by: TriggeredBy = Field(description="schedule, manual, api, backfill or asset")
     triggered_by_user: str | None = None
     stages_completed: list[str]
     stages_failed: list[str]
@@ -56,18 +59,18 @@ class ExecutionRecord(BaseModel):
         return not self.stages_failed and not self.stages_skipped
 
 
-def triggered_by(run_type: str | None) -> str:
+def triggered_by(run_type: str | None) -> TriggeredBy:
     """Map Airflow's run type to the record's vocabulary.
 
     The Task SDK exposes the run type but not whether a manual run came from the UI, the CLI or
     the REST API, so all manual runs are ``manual``; ``triggered_by_user`` says who.
     """
     value = getattr(run_type, "value", run_type)
-    return _TRIGGERED_BY.get(str(value), str(value))
+    return _TRIGGERED_BY.get(str(value), "manual")
 
 
 # Airflow's dag_run.triggered_by column (DagRunTriggeredByType), in the record's vocabulary.
-_TRIGGER_SOURCES = {
+_TRIGGER_SOURCES: dict[str, TriggeredBy] = {
     "rest_api": "api",
     "ui": "manual",
     "cli": "manual",
@@ -79,7 +82,7 @@ _TRIGGER_SOURCES = {
 }
 
 
-def triggered_by_source(trigger_source: str | None, run_type: str | None) -> str:
+def triggered_by_source(trigger_source: str | None, run_type: str | None) -> TriggeredBy:
     """``triggered_by`` from the run's trigger source, which the metadata database knows.
 
     This is what the record would say if tasks could see the source: an API-triggered run is

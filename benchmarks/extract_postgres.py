@@ -75,8 +75,8 @@ def child_component(schema: str, batch_size: int, out_dir: str) -> None:
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_mlpipe.component import ComponentContext
     from airflow_mlpipe.components.data.extract import database
+    from airflow_mlpipe.contract import ComponentContext
 
     plugins = benchlib.load_airflow_plugins()
     artifact_dir = ObjectStoragePath(f"file://{out_dir}")

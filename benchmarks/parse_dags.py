@@ -110,11 +110,12 @@ def write_mlpipe(folder: Path, n: int, m: int) -> None:
 HANDWRITTEN_HEADER = '''\
 """Hand-written Airflow DAG {name}: the same DAG the factory builds from {name}.yaml."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timezone, timedelta
 
 from airflow.sdk import DAG, Param
 
-from airflow_mlpipe.operators.component import ComponentOperator, PipelineRef
+from airflow_mlpipe.operators.component import ComponentOperator
+from airflow_mlpipe.pipeline_run import PipelineRef
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
 
 PIPELINE = PipelineRef(
@@ -125,7 +126,7 @@ STAGES = {stages!r}
 with DAG(
     dag_id="{name}",
     schedule="{schedule}",
-    start_date=datetime(2024, 1, 1, tzinfo=UTC),
+    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     description="Benchmark pipeline {i}",
     tags=["bench", "mlpipe", "v{version}"],

@@ -38,12 +38,12 @@ import benchlib
 BARE_DAG = '''\
 """K bare @task functions returning {result}: the floor a stage's overhead is measured against."""
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
 
 
-@dag(dag_id="{dag_id}", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC), catchup=False)
+@dag(dag_id="{dag_id}", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=timezone.utc), catchup=False)
 def {dag_id}():
     for i in range({k}):
 

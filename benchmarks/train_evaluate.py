@@ -78,7 +78,7 @@ def generate(path: Path, users: int, items: int, pairs_per_user: int, seed: int 
 def _context(stage: str, inputs: dict[str, Any], out_dir: str) -> Any:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_mlpipe.component import ComponentContext, StageOutputs
+    from airflow_mlpipe.contract import ComponentContext, StageOutputs
 
     artifact_dir = ObjectStoragePath(f"file://{out_dir}")
     artifact_dir.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -13,57 +12,20 @@ from pydantic import ValidationError
 
 from airflow_mlpipe import settings
 from airflow_mlpipe.artifacts import stage_artifact_dir
-from airflow_mlpipe.component import ComponentContext, StageOutputs, resolve_component
+from airflow_mlpipe.contract import ComponentContext, ContractError, StageOutputs
+from airflow_mlpipe.pipeline_run import (
+    ERROR_XCOM_KEY,
+    PipelineRef,
+    deep_merge,
+    resolve_git_commit,
+    stage_overrides,
+)
+from airflow_mlpipe.resolver import resolve_component
+from airflow_mlpipe.runner import run_stage
 
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
-
-OVERRIDES_PARAM = "overrides"
-ERROR_XCOM_KEY = "mlpipe_error"
-
-
-@dataclass(frozen=True)
-class PipelineRef:
-    """What a task needs to know about the pipeline it belongs to."""
-
-    name: str
-    version: str
-    config_version: str
-    environment: str
-    sources: tuple[str, ...]
-
-
-def stage_overrides(context: Context, stage: str, stages: Sequence[str]) -> dict[str, Any]:
-    """The trigger-time config overrides for ``stage`` from the run's conf.
-
-    A run triggered with ``{"overrides": {"train": {"epochs": 5}}}`` runs ``train`` with
-    ``epochs: 5``. Overrides naming a stage the pipeline does not have fail the run rather than
-    being silently ignored.
-    """
-    dag_run = context.get("dag_run")
-    conf = (getattr(dag_run, "conf", None) or {}) if dag_run is not None else {}
-    overrides = conf.get(OVERRIDES_PARAM) or {}
-    if not isinstance(overrides, Mapping):
-        raise ValueError(f"'{OVERRIDES_PARAM}' in the run's conf must map stage names to config overrides")
-    unknown = sorted(set(overrides) - set(stages))
-    if unknown:
-        raise ValueError(f"'{OVERRIDES_PARAM}' names unknown stages {unknown}; stages are {list(stages)}")
-    stage_override = overrides.get(stage) or {}
-    if not isinstance(stage_override, Mapping):
-        raise ValueError(f"'{OVERRIDES_PARAM}.{stage}' must be a mapping of config keys to values")
-    return dict(stage_override)
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        current = merged.get(key)
-        if isinstance(current, Mapping) and isinstance(value, Mapping):
-            merged[key] = deep_merge(current, value)
-        else:
-            merged[key] = value
-    return merged
 
 
 class ComponentOperator(BaseOperator):
@@ -126,11 +88,11 @@ class ComponentOperator(BaseOperator):
             context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{type(exc).__name__}: {exc}"[:2000])
             raise
         self.log.info("Stage '%s' finished in %.2f s", self.task_id, time.monotonic() - started)
-        if not outputs.artifacts and not outputs.metrics:
+        if outputs.empty:
             # Nothing to hand on: skip the XCom round trip. Readers (downstream stages, the
             # execution record) already treat a missing XCom as empty outputs.
             return None
-        return outputs.model_dump()
+        return outputs.to_dict()
 
     def _run_component(self, context: Context) -> StageOutputs:
         from airflow.sdk.exceptions import AirflowFailException
@@ -139,7 +101,9 @@ class ComponentOperator(BaseOperator):
         component = resolve_component(self.component)
         self.log.info("Component: %s (%s)", self.component, component.module.__name__)
         try:
-            overrides = stage_overrides(context, self.task_id, self.stages)
+            overrides = stage_overrides(
+                getattr(context.get("dag_run"), "conf", None), self.task_id, self.stages
+            )
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from None
         if overrides:
@@ -154,11 +118,11 @@ class ComponentOperator(BaseOperator):
 
         ti = context["ti"]
         inputs = {
-            upstream: StageOutputs.model_validate(ti.xcom_pull(task_ids=upstream) or {})
+            upstream: StageOutputs.validate(ti.xcom_pull(task_ids=upstream))
             for upstream in sorted(self.upstream_task_ids)
         }
         for upstream, upstream_outputs in inputs.items():
-            self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.model_dump()))
+            self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.to_dict()))
 
         artifact_dir = stage_artifact_dir(
             settings.artifact_root(), self.pipeline.name, ti.run_id, self.task_id
@@ -182,34 +146,15 @@ class ComponentOperator(BaseOperator):
             log=self.log,  # type: ignore[arg-type]
             outlet_events=context.get("outlet_events"),
         )
-        result = component.run(config, component_context)
         try:
-            outputs = StageOutputs.model_validate(result or {})
-        except ValidationError as exc:
-            raise AirflowFailException(
-                f"component '{self.component}' returned {result!r}; expected "
-                f"{{'artifacts': {{name: uri}}, 'metrics': {{name: number}}}}:\n{exc}"
-            ) from None
+            outputs = run_stage(component, config, component_context)
+        except ContractError as exc:
+            raise AirflowFailException(f"stage '{self.task_id}': {exc}") from None
         for name, uri in outputs.artifacts.items():
             self.log.info("Artifact %s: %s", name, uri)
         for name, value in outputs.metrics.items():
             self.log.info("Metric %s = %s", name, value)
         return outputs
-
-
-def resolve_git_commit(context: Mapping[str, Any], sources: Sequence[str]) -> str:
-    """The DAG bundle's version when the bundle has one (GitDagBundle), else the spec's repo HEAD."""
-    from airflow_mlpipe.git import UNKNOWN, head_commit
-
-    bundle = getattr(context.get("ti"), "bundle_instance", None)
-    version = getattr(bundle, "version", None)
-    if version:
-        return str(version)
-    for source in sources:
-        commit = head_commit(source)
-        if commit:
-            return commit
-    return UNKNOWN
 
 
 def _as_json(value: Any) -> str:

@@ -9,13 +9,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, TriggerRule
 
 from airflow_mlpipe import __version__, settings
-from airflow_mlpipe.component import StageOutputs
-from airflow_mlpipe.operators.component import (
-    ERROR_XCOM_KEY,
-    OVERRIDES_PARAM,
-    PipelineRef,
-    resolve_git_commit,
-)
+from airflow_mlpipe.contract import StageOutputs
+from airflow_mlpipe.pipeline_run import ERROR_XCOM_KEY, OVERRIDES_PARAM, PipelineRef, resolve_git_commit
 from airflow_mlpipe.record import ExecutionRecord, classify_stages, triggered_by
 
 if TYPE_CHECKING:
@@ -56,9 +51,7 @@ class ExecutionRecordOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         record = self.build_record(context)
-        ti = context["ti"]
         value = record.model_dump(mode="json")
-        ti.xcom_push(key="return_value", value=value)
         self.log.info(
             "Execution record: completed=%s failed=%s skipped=%s",
             record.stages_completed,
@@ -66,7 +59,9 @@ class ExecutionRecordOperator(BaseOperator):
             record.stages_skipped,
         )
         if record.succeeded:
-            return value
+            return value  # Airflow pushes it as the return_value XCom
+        # Failing the task below means no return value: push the record ourselves first.
+        context["ti"].xcom_push(key="return_value", value=value)
         if record.stages_failed:
             self._notify(record, context)
         raise AirflowFailException(
@@ -82,9 +77,7 @@ class ExecutionRecordOperator(BaseOperator):
         breadcrumbs = task_breadcrumbs(ti)
         states = {stage: breadcrumbs.get(stage, {}).get("state") for stage in self.stages}
         completed, failed, skipped = classify_stages(self.stages, states)
-        outputs = {
-            stage: StageOutputs.model_validate(ti.xcom_pull(task_ids=stage) or {}) for stage in completed
-        }
+        outputs = {stage: StageOutputs.validate(ti.xcom_pull(task_ids=stage)) for stage in completed}
         errors = {stage: str(ti.xcom_pull(task_ids=stage, key=ERROR_XCOM_KEY) or "") for stage in failed}
         durations = {
             stage: round(float(breadcrumbs[stage]["duration"]), 3)
@@ -98,7 +91,7 @@ class ExecutionRecordOperator(BaseOperator):
             config_version=self.pipeline.config_version,
             environment=self.pipeline.environment,
             execution_id=ti.run_id,
-            timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+            timestamp=datetime.now(UTC).replace(microsecond=0),
             git_commit=resolve_git_commit(context, self.pipeline.sources),
             triggered_by=triggered_by(dag_run.run_type),
             triggered_by_user=getattr(dag_run, "triggering_user_name", None),

@@ -7,7 +7,6 @@ The CLI prints them, the DAG factory shows them in a placeholder DAG, and nothin
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -61,9 +60,3 @@ class SpecError(Exception):
 
     def format(self) -> str:
         return "\n".join(problem.format() for problem in self.problems)
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """A 'did you mean ...?' suggestion, or an empty string when nothing is close."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"did you mean '{matches[0]}'?" if matches else ""

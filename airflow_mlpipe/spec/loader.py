@@ -17,12 +17,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from airflow_mlpipe.component import ComponentError, resolve_component
-from airflow_mlpipe.spec.errors import Location, Problem, SpecError, did_you_mean
+from airflow_mlpipe.resolver import ComponentError, resolve_component
+from airflow_mlpipe.spec.errors import Location, Problem, SpecError
 from airflow_mlpipe.spec.models import COMPONENT_PATTERN, Pipeline
 from airflow_mlpipe.spec.overlays import merge_overlay
 from airflow_mlpipe.spec.reader import LocatedDict, LocatedList, read_yaml_file
 from airflow_mlpipe.spec.templates import is_template, template_problem
+from airflow_mlpipe.suggest import did_you_mean
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 RESERVED_STAGE_NAMES = frozenset({"execution_record"})

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_mlpipe.spec.errors import Location, Problem, SpecError, did_you_mean
+from airflow_mlpipe.spec.errors import Location, Problem, SpecError
 from airflow_mlpipe.spec.reader import LocatedDict, LocatedList
+from airflow_mlpipe.suggest import did_you_mean
 
 REMOVE_KEY = "remove"
 

@@ -32,7 +32,7 @@ def pipeline_schema(components: dict[str, dict[str, Any]] | None = None) -> dict
 
 def builtin_component_schemas() -> dict[str, dict[str, Any]]:
     """Config schemas of the built-in and entry-point components."""
-    from airflow_mlpipe.component import available_components, resolve_component
+    from airflow_mlpipe.resolver import available_components, resolve_component
 
     return {
         name: resolve_component(name, ()).config_model.model_json_schema() for name in available_components()

@@ -14,7 +14,7 @@ import jinja2
 import jinja2.meta
 import jinja2.nodes
 
-from airflow_mlpipe.spec.errors import did_you_mean
+from airflow_mlpipe.suggest import did_you_mean
 
 # Where Jinja syntax starts; a string without any of these renders as itself.
 TEMPLATE_STARTS = ("{{", "{%", "{#")

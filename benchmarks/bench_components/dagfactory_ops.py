@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_mlpipe.operators.component import ComponentOperator, PipelineRef
+from airflow_mlpipe.operators.component import ComponentOperator
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
+from airflow_mlpipe.pipeline_run import PipelineRef
 
 
 def _ref(pipeline: Mapping[str, Any]) -> PipelineRef:

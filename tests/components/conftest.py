@@ -34,7 +34,7 @@ try:
 except ImportError:  # running from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from airflow_mlpipe.component import ComponentContext, StageOutputs
+from airflow_mlpipe.contract import ComponentContext, StageOutputs
 
 ContextFactory = Callable[..., ComponentContext]
 

@@ -29,8 +29,8 @@ def _wait_for(path: str, seconds: float = 120) -> None:
 def main(arguments: dict) -> None:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_mlpipe.component import ComponentContext, StageOutputs
     from airflow_mlpipe.components.registry import register_model as registry
+    from airflow_mlpipe.contract import ComponentContext, StageOutputs
 
     upstream = StageOutputs(**arguments["upstream"])
     for uri in upstream.artifacts.values():

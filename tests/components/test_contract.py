@@ -8,7 +8,7 @@ import sys
 import pytest
 from pydantic import BaseModel
 
-from airflow_mlpipe.component import resolve_component
+from airflow_mlpipe.resolver import resolve_component
 
 COMPONENTS = [
     "data.extract.database",

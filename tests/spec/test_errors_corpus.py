@@ -16,7 +16,7 @@ import pytest
 from mlpipe_spec_testing import MODULES
 
 from airflow_mlpipe.spec import FolderResult, Location, Problem, SpecError, load_folder
-from airflow_mlpipe.spec.errors import did_you_mean
+from airflow_mlpipe.suggest import did_you_mean
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ERRORS = FIXTURES / "errors"

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-    from airflow_mlpipe.component import ComponentContext
+    from airflow_mlpipe.contract import ComponentContext
 
 #: Upstream artifacts that are training data rather than part of the model: not passed on.
 DATA_ARTIFACTS = frozenset({"interactions"})

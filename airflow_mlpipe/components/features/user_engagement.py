@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from airflow_mlpipe.component import ComponentContext
+    from airflow_mlpipe.contract import ComponentContext
 
 Aggregation = Literal["mean", "std", "count", "sum", "min", "max"]
 

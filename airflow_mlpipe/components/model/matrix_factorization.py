@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import scipy.sparse as sp
 
-    from airflow_mlpipe.component import ComponentContext
+    from airflow_mlpipe.contract import ComponentContext
 
 
 class Config(BaseModel):

@@ -67,7 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 if TYPE_CHECKING:
     from airflow.sdk import Asset
 
-    from airflow_mlpipe.component import ComponentContext
+    from airflow_mlpipe.contract import ComponentContext
 
 CLAIM = "_claim"
 BID_PREFIX = "_claim."

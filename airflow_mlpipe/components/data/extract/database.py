@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from airflow_mlpipe.component import ComponentContext
+    from airflow_mlpipe.contract import ComponentContext
 
 ParameterValue = (
     str | int | float | bool | decimal.Decimal | datetime.date | datetime.datetime | datetime.time | None

@@ -1,15 +1,4 @@
-"""The component contract, and how a component string resolves to a module.
-
-A component is a module with
-
-* ``Config``: a pydantic model for the stage's ``config``;
-* ``run(config, context)``: does the work and returns a mapping with optional ``artifacts``
-  (name -> URI string) and ``metrics`` (name -> number);
-* optionally ``assets(config, pipeline)``: the Airflow Assets the stage updates, declared at parse
-  time (cheap, no I/O); ``run`` then sets their event extras through ``context.outlet_events``.
-
-Component modules are imported while validating specs (to read ``Config``), so they keep heavy
-imports (numpy, pandas, ML libraries) inside ``run``.
+"""How a component string resolves to a module that keeps the contract (see ``contract``).
 
 Resolution order for a component string such as ``data.extract.database``:
 
@@ -26,69 +15,19 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
-import logging
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
+
+from airflow_mlpipe.contract import ComponentContext, Extra, Produces, Requires
+from airflow_mlpipe.suggest import did_you_mean
 
 BUILTIN_PACKAGE = "airflow_mlpipe.components"
 ENTRY_POINT_GROUP = "airflow_mlpipe.components"
-
-
-class StageOutputs(BaseModel):
-    """What a stage hands to the stages after it and to the execution record (its XCom)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> URI")
-    metrics: dict[str, float] = Field(default_factory=dict, description="metric name -> value")
-
-
-@dataclass
-class ComponentContext:
-    """Everything ``run`` gets besides its config.
-
-    ``artifact_dir`` is an Airflow ``ObjectStoragePath`` (local or remote) unique to this run and
-    stage and emptied at the start of every try, so a retry or a cleared task replaces its outputs.
-    """
-
-    pipeline: str
-    pipeline_version: str
-    config_version: str
-    environment: str
-    stage: str
-    run_id: str
-    git_commit: str
-    inputs: Mapping[str, StageOutputs]
-    artifact_dir: Any
-    airflow_context: Mapping[str, Any] = field(default_factory=dict)
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("airflow_mlpipe.component"))
-    outlet_events: Any = None
-
-    def input(self, stage: str | None = None) -> StageOutputs:
-        """The outputs of ``stage``, or of the only upstream stage when there is exactly one."""
-        if stage is not None:
-            return self.inputs[stage]
-        if len(self.inputs) != 1:
-            raise ValueError(
-                f"stage '{self.stage}' has {len(self.inputs)} upstream stages; name the one to read"
-            )
-        return next(iter(self.inputs.values()))
-
-    def input_artifacts(self, *names: str, hint: str = "") -> dict[str, str]:
-        """URIs of the named artifacts of the only upstream stage; a clear error if one is missing."""
-        upstream = self.input()
-        missing = [name for name in names if name not in upstream.artifacts]
-        if missing:
-            raise ValueError(
-                f"the upstream stage has no {', '.join(repr(m) for m in missing)} artifact "
-                f"(it has: {', '.join(upstream.artifacts) or 'none'})" + (f"; {hint}" if hint else "")
-            )
-        return {name: upstream.artifacts[name] for name in names}
 
 
 class ComponentError(Exception):
@@ -124,6 +63,33 @@ class Component:
         declare = getattr(self.module, "assets", None)
         return list(declare(config, pipeline)) if declare else []
 
+    @property
+    def declares_io(self) -> bool:
+        return hasattr(self.module, "produces") or hasattr(self.module, "requires")
+
+    def produces(self, config: BaseModel) -> Produces | None:
+        """What ``run`` declares it returns for ``config``; ``None`` when it declares nothing."""
+        return _declared(self.module, "produces", Produces, config)
+
+    def requires(self, config: BaseModel) -> Requires | None:
+        """The upstream artifacts ``run`` reads for ``config``; ``None`` when it declares nothing."""
+        return _declared(self.module, "requires", Requires, config)
+
+    @property
+    def extra(self) -> Extra | None:
+        """The pip extra whose packages ``run`` needs, if the module names one."""
+        return getattr(self.module, "extra", None)
+
+
+def _declared(module: ModuleType, attribute: str, kind: type[Any], config: BaseModel) -> Any:
+    value = getattr(module, attribute, None)
+    if value is None or isinstance(value, kind):
+        return value
+    declared = value(config)
+    if not isinstance(declared, kind):
+        raise TypeError(f"{module.__name__}.{attribute}(config) returned {declared!r}, not a {kind.__name__}")
+    return declared
+
 
 def resolve_component(name: str, allowed_prefixes: Sequence[str] | None = None) -> Component:
     """Import and check the component ``name``; raise :class:`ComponentError` if it is not usable.
@@ -158,6 +124,24 @@ def _resolve(name: str, allowed_prefixes: tuple[str, ...]) -> Component:
             f"component '{name}' ({module_path}) has no 'run(config, context)' function",
             "define `def run(config, context)` returning {'artifacts': ..., 'metrics': ...}",
         )
+    for attribute, kind in (("produces", Produces), ("requires", Requires)):
+        value = getattr(module, attribute, None)
+        if value is not None and not (isinstance(value, kind) or callable(value)):
+            raise ComponentError(
+                f"component '{name}' ({module_path}) has a '{attribute}' that is not a {kind.__name__}",
+                f"declare `{attribute} = {kind.__name__}(...)` or a function of the config returning one",
+            )
+    if getattr(module, "assets", None) is not None and not callable(module.assets):
+        raise ComponentError(
+            f"component '{name}' ({module_path}) has an 'assets' that is not a function",
+            "define `def assets(config, pipeline)` returning the Airflow Assets the stage updates",
+        )
+    extra = getattr(module, "extra", None)
+    if extra is not None and not isinstance(extra, Extra):
+        raise ComponentError(
+            f"component '{name}' ({module_path}) has an 'extra' that is not an airflow_mlpipe Extra",
+            'declare `extra = Extra("name", modules=("package",))`',
+        )
     return Component(name, module)
 
 
@@ -171,8 +155,6 @@ def _module_path(name: str, allowed_prefixes: tuple[str, ...]) -> str:
     in_prefix = any(name == prefix or name.startswith(prefix + ".") for prefix in allowed_prefixes)
     if in_prefix and _module_exists(name):
         return name
-    from airflow_mlpipe.spec.errors import did_you_mean  # the spec package imports this module
-
     candidates = available_components() + (_modules_under(allowed_prefixes) if in_prefix else [])
     suggestion = did_you_mean(name, candidates)
     if in_prefix or name.split(".")[0] in _builtin_namespaces():

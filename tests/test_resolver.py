@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from airflow_mlpipe import component as component_module
-from airflow_mlpipe.component import ComponentError, available_components, resolve_component
+from airflow_mlpipe import resolver as component_module
+from airflow_mlpipe.resolver import ComponentError, available_components, resolve_component
 
 MINIMAL_COMPONENT = """\
 from pydantic import BaseModel
@@ -121,7 +121,7 @@ def test_misspelt_component_under_an_allowed_prefix_gets_a_suggestion(
 
 
 def test_input_artifacts_names_what_is_missing_and_what_is_there():
-    from airflow_mlpipe.component import ComponentContext, StageOutputs
+    from airflow_mlpipe.contract import ComponentContext, StageOutputs
 
     context = ComponentContext(
         pipeline="p",
