@@ -228,3 +228,29 @@ class ComponentModule(Protocol):
 
 class ContractError(Exception):
     """A component, or a stage's wiring, broke the contract; retrying the same code would not help."""
+
+
+class ConfigDeprecationWarning(DeprecationWarning):
+    """Warned by a component's ``Config`` while validating a deprecated spelling of a field.
+
+    ``mlpipe validate`` reports it with the file and line of ``field`` in the stage's config.
+    """
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+#: The ``json_schema_extra`` key that marks a ``Config`` field as changeable at trigger time.
+OVERRIDABLE = "overridable"
+
+
+def overridable_fields(config_model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``config_model`` marked ``Field(..., json_schema_extra={"overridable": True})``."""
+    names = set()
+    for name, info in config_model.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, Mapping) and extra.get(OVERRIDABLE) is True:
+            names.add(name)
+    return frozenset(names)
