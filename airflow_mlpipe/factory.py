@@ -23,16 +23,18 @@ import logging
 import os
 import re
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from airflow.sdk import DAG, Param, get_parsing_context
 
+from airflow_mlpipe.contract import overridable_fields
 from airflow_mlpipe.operators.component import ComponentOperator
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
 from airflow_mlpipe.pipeline_run import OVERRIDES_PARAM, PipelineRef
 from airflow_mlpipe.record import RECORD_TASK_ID
-from airflow_mlpipe.resolver import resolve_component
-from airflow_mlpipe.spec import Pipeline, SpecError, load_folder
+from airflow_mlpipe.resolver import Component, resolve_component
+from airflow_mlpipe.spec import Pipeline, PipelineStage, SpecError, load_folder
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +64,18 @@ def build_dags(spec_folder: str | os.PathLike[str], environment: str | None = No
 def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = None) -> DAG:
     """The DAG for one validated pipeline."""
     metadata = pipeline.metadata
+    components = {
+        stage.name: resolve_component(stage.component, component_modules) for stage in pipeline.stages
+    }
+    overridable = {stage.name: _overridable(stage, components[stage.name]) for stage in pipeline.stages}
     ref = PipelineRef(
         name=pipeline.name,
         version=pipeline.version,
         config_version=pipeline.config_version,
         environment=pipeline.environment,
         sources=pipeline.sources,
+        overridable=MappingProxyType(overridable),
     )
-    stage_names = [stage.name for stage in pipeline.stages]
     dag = DAG(
         dag_id=pipeline.name,
         schedule=metadata.schedule,
@@ -84,7 +90,7 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
                 {},
                 type="object",
                 title="Config overrides",
-                description='Per-stage config overrides for this run, e.g. {"train": {"epochs": 5}}',
+                description=_overrides_description(overridable),
             )
         },
     )
@@ -99,15 +105,13 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
                 component=stage.component,
                 config=stage.config,
                 pipeline=ref,
-                stages=stage_names,
-                outlets=_outlets(stage.component, stage.config, pipeline.name, component_modules),
+                outlets=_outlets(components[stage.name], stage.config, pipeline.name),
                 doc_md=f"Component `{stage.component}`",
                 **settings,
             )
         record = ExecutionRecordOperator(
             task_id=RECORD_TASK_ID,
             pipeline=ref,
-            stages=stage_names,
             notify_on_failure=list(metadata.notify_on_failure),
         )
         for stage in pipeline.stages:
@@ -164,13 +168,24 @@ def _start_date(value: Any) -> datetime:
     return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
-def _outlets(
-    component_name: str,
-    config: dict[str, Any],
-    pipeline: str,
-    component_modules: tuple[str, ...] | None = None,
-) -> list[Any]:
-    component = resolve_component(component_name, component_modules)
+def _overridable(stage: PipelineStage, component: Component) -> frozenset[str]:
+    """The stage's ``overridable`` list from the spec when it has one, else the component's marks."""
+    listed = getattr(stage, "overridable", None)
+    return frozenset(listed) if listed is not None else overridable_fields(component.config_model)
+
+
+def _overrides_description(overridable: dict[str, frozenset[str]]) -> str:
+    """The trigger form's help for ``overrides``: which fields of which stage a trigger may change."""
+    allowed = {stage: sorted(fields) for stage, fields in overridable.items() if fields}
+    if not allowed:
+        return "This pipeline allows no trigger-time config overrides."
+    stage, fields = next(iter(allowed.items()))
+    example = json.dumps({stage: {fields[0]: "..."}})
+    listing = "; ".join(f"{stage}: {', '.join(fields)}" for stage, fields in allowed.items())
+    return f"Per-stage config overrides for this run, e.g. {example}. Overridable fields: {listing}"
+
+
+def _outlets(component: Component, config: dict[str, Any], pipeline: str) -> list[Any]:
     if getattr(component.module, "assets", None) is None:
         return []  # no assets hook: nothing to declare, and the loader already validated the config
     try:

@@ -7,7 +7,8 @@ the ``ExecutionRecordOperator``) read them; neither operator imports the other.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 #: The run conf key (and DAG param) holding trigger-time config overrides per stage.
@@ -18,32 +19,70 @@ ERROR_XCOM_KEY = "mlpipe_error"
 
 @dataclass(frozen=True)
 class PipelineRef:
-    """What a task needs to know about the pipeline it belongs to."""
+    """What a task needs to know about the pipeline it belongs to.
+
+    ``overridable`` maps each stage to the config fields a trigger may change (the component's
+    marks, or the stage's ``overridable`` list in the spec). One instance is shared by every task
+    of a DAG, so each task can check a run's overrides for the whole pipeline before it starts.
+    """
 
     name: str
     version: str
     config_version: str
     environment: str
     sources: tuple[str, ...]
+    overridable: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(self.overridable)
 
 
-def stage_overrides(conf: Mapping[str, Any] | None, stage: str, stages: Sequence[str]) -> dict[str, Any]:
-    """The trigger-time config overrides for ``stage`` from the run's ``conf``.
+class OverrideError(ValueError):
+    """A run's trigger-time overrides that the pipeline does not allow; no stage may run with them."""
+
+
+def run_overrides(conf: Mapping[str, Any] | None, pipeline: PipelineRef) -> dict[str, dict[str, Any]]:
+    """The run's trigger-time config overrides, per stage, after checking them all.
 
     A run triggered with ``{"overrides": {"train": {"epochs": 5}}}`` runs ``train`` with
-    ``epochs: 5``. Overrides naming a stage the pipeline does not have fail the run rather than
-    being silently ignored.
+    ``epochs: 5``. A trigger is not authorship: only the fields in ``pipeline.overridable`` may
+    change, so that whoever may trigger a DAG cannot, say, point the extract at another database
+    or promote a model past its thresholds. Anything else (an unknown stage, a field that is not
+    overridable, a value of the wrong shape) raises :class:`OverrideError`, naming the field and
+    how a spec author allows it.
     """
     overrides = (conf or {}).get(OVERRIDES_PARAM) or {}
     if not isinstance(overrides, Mapping):
-        raise ValueError(f"'{OVERRIDES_PARAM}' in the run's conf must map stage names to config overrides")
+        raise OverrideError(f"'{OVERRIDES_PARAM}' in the run's conf must map stage names to config overrides")
+    stages = pipeline.stages
     unknown = sorted(set(overrides) - set(stages))
     if unknown:
-        raise ValueError(f"'{OVERRIDES_PARAM}' names unknown stages {unknown}; stages are {list(stages)}")
-    stage_override = overrides.get(stage) or {}
-    if not isinstance(stage_override, Mapping):
-        raise ValueError(f"'{OVERRIDES_PARAM}.{stage}' must be a mapping of config keys to values")
-    return dict(stage_override)
+        raise OverrideError(f"'{OVERRIDES_PARAM}' names unknown stages {unknown}; stages are {list(stages)}")
+    checked: dict[str, dict[str, Any]] = {}
+    refused: list[str] = []
+    for stage, stage_override in overrides.items():
+        if not stage_override:
+            continue
+        if not isinstance(stage_override, Mapping):
+            raise OverrideError(f"'{OVERRIDES_PARAM}.{stage}' must be a mapping of config fields to values")
+        allowed = pipeline.overridable.get(stage, frozenset())
+        refused += [f"{stage}.{name}" for name in stage_override if name not in allowed]
+        checked[stage] = dict(stage_override)
+    if refused:
+        allowed_text = "; ".join(
+            f"{stage}: {', '.join(sorted(fields))}"
+            for stage, fields in pipeline.overridable.items()
+            if fields
+        )
+        raise OverrideError(
+            f"trigger-time overrides may not change {', '.join(refused)}: not overridable "
+            f"(overridable fields: {allowed_text or 'none'}). To allow a field, the spec author adds "
+            "it to the stage's `overridable: [...]` list in the pipeline spec."
+        )
+    return checked
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,3 +110,15 @@ def resolve_git_commit(context: Mapping[str, Any], sources: Sequence[str]) -> st
         if commit:
             return commit
     return UNKNOWN
+
+
+def error_text(message: str, limit: int = 2000) -> str:
+    """A task's error as the record and the e-mail may quote it: secrets masked, length bounded.
+
+    Airflow's secrets masker knows every connection password and sensitive Variable this task
+    process fetched (a rendered template included); task logs are masked with it, and the error
+    XCom leaves the task the same way.
+    """
+    from airflow.sdk.log import redact
+
+    return str(redact(message))[:limit]

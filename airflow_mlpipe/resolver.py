@@ -113,36 +113,41 @@ def _resolve(name: str, allowed_prefixes: tuple[str, ...]) -> Component:
             f"component '{name}' failed to import from {module_path}: {type(exc).__name__}: {exc}",
             "component modules must import without side effects; keep heavy imports inside run()",
         ) from exc
+    return Component(name, check_module(name, module))
+
+
+def check_module(name: str, module: ModuleType) -> ModuleType:
+    """``module`` if it keeps the contract (:class:`~airflow_mlpipe.contract.ComponentModule`)."""
     config_model = getattr(module, "Config", None)
     if not (isinstance(config_model, type) and issubclass(config_model, BaseModel)):
         raise ComponentError(
-            f"component '{name}' ({module_path}) has no pydantic 'Config' model",
+            f"component '{name}' ({module.__name__}) has no pydantic 'Config' model",
             "define `class Config(pydantic.BaseModel)` for the stage's config",
         )
     if not callable(getattr(module, "run", None)):
         raise ComponentError(
-            f"component '{name}' ({module_path}) has no 'run(config, context)' function",
+            f"component '{name}' ({module.__name__}) has no 'run(config, context)' function",
             "define `def run(config, context)` returning {'artifacts': ..., 'metrics': ...}",
         )
     for attribute, kind in (("produces", Produces), ("requires", Requires)):
         value = getattr(module, attribute, None)
         if value is not None and not (isinstance(value, kind) or callable(value)):
             raise ComponentError(
-                f"component '{name}' ({module_path}) has a '{attribute}' that is not a {kind.__name__}",
+                f"component '{name}' ({module.__name__}) has a '{attribute}' that is not a {kind.__name__}",
                 f"declare `{attribute} = {kind.__name__}(...)` or a function of the config returning one",
             )
     if getattr(module, "assets", None) is not None and not callable(module.assets):
         raise ComponentError(
-            f"component '{name}' ({module_path}) has an 'assets' that is not a function",
+            f"component '{name}' ({module.__name__}) has an 'assets' that is not a function",
             "define `def assets(config, pipeline)` returning the Airflow Assets the stage updates",
         )
     extra = getattr(module, "extra", None)
     if extra is not None and not isinstance(extra, Extra):
         raise ComponentError(
-            f"component '{name}' ({module_path}) has an 'extra' that is not an airflow_mlpipe Extra",
+            f"component '{name}' ({module.__name__}) has an 'extra' that is not an airflow_mlpipe Extra",
             'declare `extra = Extra("name", modules=("package",))`',
         )
-    return Component(name, module)
+    return module
 
 
 def _module_path(name: str, allowed_prefixes: tuple[str, ...]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_mlpipe.artifacts import safe_segment, stage_artifact_dir
+from airflow_mlpipe.artifacts import run_folder, safe_segment, stage_artifact_dir
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,24 @@ def test_stage_dir_stays_under_the_root(tmp_path):
 
 def test_run_ids_keep_their_readable_shape():
     assert safe_segment("scheduled__2026-11-26T03:00:00+00:00") == "scheduled__2026-11-26T03_00_00_00_00"
+
+
+def test_run_ids_that_sanitise_alike_get_different_folders(tmp_path):
+    # A triggerer may choose a run id; one that only differs in unsafe characters from another
+    # run's id must not share (and so empty) that run's artifact folder.
+    first = "scheduled__2026-11-26T03:00:00+00:00"
+    second = "scheduled__2026-11-26T03_00_00_00_00"
+    assert safe_segment(first) == safe_segment(second)
+
+    dirs = {str(stage_artifact_dir(str(tmp_path), "p", run_id, "train")) for run_id in (first, second)}
+
+    assert len(dirs) == 2
+    assert run_folder(first).startswith("scheduled__2026-11-26T03_00_00_00_00-")
+
+
+def test_run_folder_is_stable_and_bounded():
+    long_id = "manual__" + "x" * 240
+
+    assert run_folder(long_id) == run_folder(long_id)
+    assert len(run_folder(long_id)) <= 111
+    assert run_folder(long_id) != run_folder(long_id[:-1] + "y")

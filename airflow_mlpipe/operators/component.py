@@ -15,10 +15,12 @@ from airflow_mlpipe.artifacts import stage_artifact_dir
 from airflow_mlpipe.contract import ComponentContext, ContractError, StageOutputs
 from airflow_mlpipe.pipeline_run import (
     ERROR_XCOM_KEY,
+    OverrideError,
     PipelineRef,
     deep_merge,
+    error_text,
     resolve_git_commit,
-    stage_overrides,
+    run_overrides,
 )
 from airflow_mlpipe.resolver import resolve_component
 from airflow_mlpipe.runner import run_stage
@@ -40,8 +42,7 @@ class ComponentOperator(BaseOperator):
 
     :param component: the component string, e.g. ``data.extract.database``
     :param config: the stage's config from the spec (templated)
-    :param pipeline: the pipeline this stage belongs to
-    :param stages: every stage name of the pipeline, to check override names against
+    :param pipeline: the pipeline this stage belongs to (with each stage's overridable fields)
     """
 
     template_fields: Sequence[str] = ("config",)
@@ -54,14 +55,12 @@ class ComponentOperator(BaseOperator):
         component: str,
         config: dict[str, Any],
         pipeline: PipelineRef,
-        stages: Sequence[str],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.component = component
         self.config = config
         self.pipeline = pipeline
-        self.stages = tuple(stages)
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         import jinja2
@@ -73,7 +72,7 @@ class ComponentOperator(BaseOperator):
             # Rendering runs before execute: record the error here, or the execution record and
             # the failure e-mail would not say why the stage failed.
             message = f"the config of stage '{self.task_id}' failed to render: {type(exc).__name__}: {exc}"
-            context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=message[:2000])
+            context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=error_text(message))
             if isinstance(exc, jinja2.TemplateError):
                 # The template and the run's context are fixed, so a retry would fail the same way.
                 raise AirflowFailException(message) from None
@@ -85,7 +84,7 @@ class ComponentOperator(BaseOperator):
             outputs = self._run_component(context)
         except Exception as exc:
             # The execution record and the failure e-mail quote this.
-            context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{type(exc).__name__}: {exc}"[:2000])
+            context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=error_text(f"{type(exc).__name__}: {exc}"))
             raise
         self.log.info("Stage '%s' finished in %.2f s", self.task_id, time.monotonic() - started)
         if outputs.empty:
@@ -101,10 +100,10 @@ class ComponentOperator(BaseOperator):
         component = resolve_component(self.component)
         self.log.info("Component: %s (%s)", self.component, component.module.__name__)
         try:
-            overrides = stage_overrides(
-                getattr(context.get("dag_run"), "conf", None), self.task_id, self.stages
-            )
-        except ValueError as exc:
+            # Every stage checks the whole run's overrides, so a refused one fails the first stage.
+            conf = getattr(context.get("dag_run"), "conf", None)
+            overrides = run_overrides(conf, self.pipeline).get(self.task_id, {})
+        except OverrideError as exc:
             raise AirflowFailException(str(exc)) from None
         if overrides:
             self.log.info("Trigger-time overrides: %s", _as_json(redact(overrides)))
@@ -112,8 +111,11 @@ class ComponentOperator(BaseOperator):
         try:
             config = component.config_model.model_validate(raw_config)
         except ValidationError as exc:
-            # Retrying cannot fix a bad config: fail without retries.
-            raise AirflowFailException(f"invalid config for stage '{self.task_id}':\n{exc}") from None
+            # Retrying cannot fix a bad config: fail without retries. The error leaves out the
+            # input values: a templated secret that fails validation must not reach the record.
+            raise AirflowFailException(
+                f"invalid config for stage '{self.task_id}':\n{validation_summary(exc)}"
+            ) from None
         self.log.info("Config: %s", _as_json(redact(config.model_dump(mode="json"))))
 
         ti = context["ti"]
@@ -155,6 +157,15 @@ class ComponentOperator(BaseOperator):
         for name, value in outputs.metrics.items():
             self.log.info("Metric %s = %s", name, value)
         return outputs
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """pydantic's errors as ``field: message`` lines, without the offending input values."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        field = ".".join(str(part) for part in error["loc"]) or "config"
+        lines.append(f"  {field}: {error['msg']}")
+    return "\n".join(lines)
 
 
 def _as_json(value: Any) -> str:

@@ -10,7 +10,13 @@ from airflow.sdk import BaseOperator, TriggerRule
 
 from airflow_mlpipe import __version__, settings
 from airflow_mlpipe.contract import StageOutputs
-from airflow_mlpipe.pipeline_run import ERROR_XCOM_KEY, OVERRIDES_PARAM, PipelineRef, resolve_git_commit
+from airflow_mlpipe.pipeline_run import (
+    ERROR_XCOM_KEY,
+    OVERRIDES_PARAM,
+    PipelineRef,
+    error_text,
+    resolve_git_commit,
+)
 from airflow_mlpipe.record import ExecutionRecord, classify_stages, triggered_by
 
 if TYPE_CHECKING:
@@ -26,7 +32,6 @@ class ExecutionRecordOperator(BaseOperator):
     leaf, a successful record task would otherwise mark a failed run successful.
 
     :param pipeline: the pipeline this run belongs to
-    :param stages: the pipeline's stage names, in spec order
     :param notify_on_failure: addresses for the failure e-mail
     """
 
@@ -36,7 +41,6 @@ class ExecutionRecordOperator(BaseOperator):
         self,
         *,
         pipeline: PipelineRef,
-        stages: Sequence[str],
         notify_on_failure: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
@@ -44,7 +48,7 @@ class ExecutionRecordOperator(BaseOperator):
         kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
         self.pipeline = pipeline
-        self.stages = list(stages)
+        self.stages = list(pipeline.stages)
         self.notify_on_failure = list(notify_on_failure)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -78,7 +82,11 @@ class ExecutionRecordOperator(BaseOperator):
         states = {stage: breadcrumbs.get(stage, {}).get("state") for stage in self.stages}
         completed, failed, skipped = classify_stages(self.stages, states)
         outputs = {stage: StageOutputs.validate(ti.xcom_pull(task_ids=stage)) for stage in completed}
-        errors = {stage: str(ti.xcom_pull(task_ids=stage, key=ERROR_XCOM_KEY) or "") for stage in failed}
+        # Stages mask their errors when they push them; masking again here costs nothing and
+        # covers an error pushed by other code.
+        errors = {
+            stage: error_text(str(ti.xcom_pull(task_ids=stage, key=ERROR_XCOM_KEY) or "")) for stage in failed
+        }
         durations = {
             stage: round(float(breadcrumbs[stage]["duration"]), 3)
             for stage in self.stages

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from airflow_processes import REPO, CeleryCluster, celery_cluster, wait_until
 
-from airflow_mlpipe.artifacts import safe_segment
+from airflow_mlpipe.artifacts import run_folder, safe_segment
 
 pytestmark = pytest.mark.postgres
 
@@ -88,7 +88,7 @@ def cluster(
 
 
 def artifact_dir(cluster: CeleryCluster, dag_id: str, run_id: str, stage: str) -> Path:
-    return cluster.root / "artifacts" / safe_segment(dag_id) / safe_segment(run_id) / safe_segment(stage)
+    return cluster.root / "artifacts" / safe_segment(dag_id) / run_folder(run_id) / safe_segment(stage)
 
 
 def stage_files(cluster: CeleryCluster, dag_id: str, run_id: str, stage: str) -> list[str]:

@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    value: int = Field(1, description="reported as the 'value' metric")
+    value: int = Field(
+        1, description="reported as the 'value' metric", json_schema_extra={"overridable": True}
+    )
     label: str = Field("", description="written into the artifact (templated in tests)")
     fail: bool = Field(False, description="raise instead of finishing")
 

@@ -1,0 +1,1 @@
+"""Components for the operator unit tests (allowed via ``[mlpipe] component_modules``)."""

@@ -1,0 +1,77 @@
+"""ExecutionRecordOperator: one XCom per record, typed fields, masked errors, failing on failure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import MappingProxyType
+
+import pytest
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_mlpipe.operators.record import ExecutionRecordOperator
+from airflow_mlpipe.pipeline_run import ERROR_XCOM_KEY, PipelineRef
+from airflow_mlpipe.record import ExecutionRecord
+
+from .conftest import DagRunStub, TaskInstanceStub
+
+
+class CountingTaskInstance(TaskInstanceStub):
+    pushes: int = 0
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushes += 1
+        super().xcom_push(key, value)
+
+
+def record_task() -> ExecutionRecordOperator:
+    ref = PipelineRef(
+        name="ops",
+        version="2.1.0",
+        config_version="cfg123",
+        environment="test",
+        sources=(),
+        overridable=MappingProxyType({"make": frozenset(), "use": frozenset()}),
+    )
+    with DAG("ops", schedule=None):
+        return ExecutionRecordOperator(task_id="execution_record", pipeline=ref)
+
+
+def context_for(ti: TaskInstanceStub, conf: dict | None = None) -> dict:
+    ti.task_id = "execution_record"
+    return {"ti": ti, "dag_run": DagRunStub(conf=conf or {}), "run_id": ti.run_id}
+
+
+def test_a_successful_run_returns_the_record_once_with_typed_fields() -> None:
+    ti = CountingTaskInstance("ops", "run1", states={"make": "success", "use": "success"})
+    ti.xcoms[("make", "return_value")] = {"artifacts": {"table": "file:///t"}, "metrics": {"rows": 3}}
+
+    value = record_task().execute(context_for(ti, {"overrides": {"make": {}}}))
+
+    # Airflow pushes the return value; an explicit push as well would store the record twice.
+    assert ti.pushes == 0
+    record = ExecutionRecord.model_validate(value)
+    assert isinstance(record.timestamp, datetime) and record.timestamp.utcoffset() is not None
+    assert record.triggered_by == "manual" and record.triggered_by_user == "alice"
+    assert record.stages_completed == ["make", "use"]
+    assert record.outputs["make"]["artifacts"]["table"] == "file:///t"
+    assert record.outputs["use"].artifacts == {}
+    assert record.stage_durations == {"make": 1.5, "use": 1.5}
+
+
+def test_a_failed_run_pushes_the_record_once_then_fails_with_masked_errors() -> None:
+    from airflow.sdk.log import mask_secret
+
+    secret = "pa55-in-record-W7"
+    mask_secret(secret)
+    ti = CountingTaskInstance("ops", "run1", states={"make": "failed", "use": "upstream_failed"})
+    ti.xcoms[("make", ERROR_XCOM_KEY)] = f"RuntimeError: login failed with {secret}"
+
+    with pytest.raises(AirflowFailException, match="did not complete"):
+        record_task().execute(context_for(ti))
+
+    assert ti.pushes == 1
+    pushed = ti.xcoms[("execution_record", "return_value")]
+    assert pushed["stages_failed"] == ["make"] and pushed["stages_skipped"] == ["use"]
+    assert pushed["errors"]["make"].startswith("RuntimeError: login failed with")
+    assert secret not in pushed["errors"]["make"]
