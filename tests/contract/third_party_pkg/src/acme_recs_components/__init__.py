@@ -1,0 +1,1 @@
+"""ACME's pipeline components for airflow-mlpipe."""
