@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +27,20 @@ def require_service(name: str, host: str, port: int) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI must provide it")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def specs_with_overlays() -> Callable[[Path, Path, dict[str, str]], Path]:
+    """Copy a spec folder and add overlay files (file name -> YAML text); returns the copy.
+
+    Tests that must point a pipeline at their own registry or thresholds do it as a spec author
+    would, with an environment overlay: trigger-time overrides may not change those fields.
+    """
+
+    def copy(source: Path, target: Path, overlays: dict[str, str]) -> Path:
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        for name, text in overlays.items():
+            (target / name).write_text(textwrap.dedent(text))
+        return target
+
+    return copy

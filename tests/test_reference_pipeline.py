@@ -23,14 +23,27 @@ def analytics_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_reference_pipeline_passes_its_thresholds_and_registers_versions(
-    mlpipe_sandbox, analytics_db, tmp_path
+    mlpipe_sandbox, analytics_db, tmp_path, specs_with_overlays
 ):
     registry = f"file://{tmp_path / 'registry'}"
-    env = {"AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics_db}"}
-
-    first = mlpipe_sandbox.run(
-        REPO_SPECS, "recommender_training", conf={"overrides": {"register": {"registry": registry}}}, env=env
+    register = f"{{registry: '{registry}'}}"
+    # The test's registry, and for the second run thresholds out of reach, as overlays: a
+    # trigger may not change a registry or thresholds.
+    specs = specs_with_overlays(
+        REPO_SPECS,
+        tmp_path / "pipelines",
+        {
+            "recommender_training.test.yaml": f"stages: [{{name: register, config: {register}}}]",
+            "recommender_training.strict.yaml": f"""\
+                stages:
+                  - {{name: register, config: {register}}}
+                  - {{name: evaluate, config: {{thresholds: {{recall@10: 0.99}}}}}}
+                """,
+        },
     )
+    env = {"AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics_db}", "AIRFLOW__MLPIPE__ENVIRONMENT": "test"}
+
+    first = mlpipe_sandbox.run(specs, "recommender_training", env=env)
 
     assert first.state == "success", first.output[-4000:]
     assert first.record["stages_completed"] == STAGES
@@ -45,15 +58,7 @@ def test_reference_pipeline_passes_its_thresholds_and_registers_versions(
 
     # Second run: thresholds out of reach, so version 2 is registered but not promoted.
     second = mlpipe_sandbox.run(
-        REPO_SPECS,
-        "recommender_training",
-        conf={
-            "overrides": {
-                "register": {"registry": registry},
-                "evaluate": {"thresholds": {"recall@10": 0.99}},
-            }
-        },
-        env=env,
+        specs, "recommender_training", env={**env, "AIRFLOW__MLPIPE__ENVIRONMENT": "strict"}
     )
 
     assert second.state == "success", second.output[-4000:]
