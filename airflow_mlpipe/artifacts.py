@@ -1,4 +1,8 @@
-"""Where stages keep their artifacts: ``<artifact_root>/<pipeline>/<run folder>/<stage>/``.
+"""Where stages keep their artifacts: ``<artifact_root>/<pipeline>/<run folder>/<stage>/<try>/``.
+
+Every try writes into a folder of its own, never touched again once the try ends: a stale try of a
+lost worker, still running, cannot write into what a later try (or anything pointing at its
+outputs) reads.
 
 The run folder is the run id made safe for a path, plus a short hash of the exact run id
 (``manual__2024-06-01T03_00_00_00_00-1a2b3c4d5e``): readable, and never shared by two runs whose
@@ -32,9 +36,9 @@ def run_folder(run_id: str) -> str:
     return f"{safe_segment(run_id)[:_RUN_PREFIX_LENGTH]}-{digest}"
 
 
-def stage_artifact_dir(root: str, pipeline: str, run_id: str, stage: str) -> Any:
-    """The ``ObjectStoragePath`` for one stage of one run (not created here)."""
+def stage_artifact_dir(root: str, pipeline: str, run_id: str, stage: str, try_number: int) -> Any:
+    """The ``ObjectStoragePath`` for one try of one stage of one run (not created here)."""
     from airflow.sdk import ObjectStoragePath
 
     base = ObjectStoragePath(root if "://" in root else f"file://{root}")
-    return base / safe_segment(pipeline) / run_folder(run_id) / safe_segment(stage)
+    return base / safe_segment(pipeline) / run_folder(run_id) / safe_segment(stage) / str(int(try_number))

@@ -164,9 +164,10 @@ class ComponentContext:
     """Everything ``run`` gets besides its config.
 
     ``inputs`` maps each upstream stage to its :class:`StageOutputs` (read-only).
-    ``artifact_dir`` is an Airflow ``ObjectStoragePath`` (local or remote) unique to this run and
-    stage and emptied at the start of every try, so a retry or a cleared task replaces its
-    outputs. ``outlet_events`` is Airflow's accessor for the stage's Asset events.
+    ``artifact_dir`` is an Airflow ``ObjectStoragePath`` (local or remote), a new, empty folder
+    for each try of this run's stage, so a retry or a cleared task writes its outputs afresh and
+    never into a folder an earlier try (or its readers) still uses. ``outlet_events`` is
+    Airflow's accessor for the stage's Asset events.
     """
 
     pipeline: str

@@ -31,7 +31,7 @@ def test_segment_has_no_separator_or_parent_reference(name):
 def test_stage_dir_stays_under_the_root(tmp_path):
     root = tmp_path / "artifacts"
 
-    path = stage_artifact_dir(str(root), "../../outside", "../../run", "/abs/stage")
+    path = stage_artifact_dir(str(root), "../../outside", "../../run", "/abs/stage", 1)
 
     assert str(path).startswith(f"file://{root}/")
     assert ".." not in str(path).removeprefix(f"file://{root}/").split("/")
@@ -48,7 +48,7 @@ def test_run_ids_that_sanitise_alike_get_different_folders(tmp_path):
     second = "scheduled__2026-11-26T03_00_00_00_00"
     assert safe_segment(first) == safe_segment(second)
 
-    dirs = {str(stage_artifact_dir(str(tmp_path), "p", run_id, "train")) for run_id in (first, second)}
+    dirs = {str(stage_artifact_dir(str(tmp_path), "p", run_id, "train", 1)) for run_id in (first, second)}
 
     assert len(dirs) == 2
     assert run_folder(first).startswith("scheduled__2026-11-26T03_00_00_00_00-")

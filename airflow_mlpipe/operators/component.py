@@ -127,10 +127,11 @@ class ComponentOperator(BaseOperator):
             self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.to_dict()))
 
         artifact_dir = stage_artifact_dir(
-            settings.artifact_root(), self.pipeline.name, ti.run_id, self.task_id
+            settings.artifact_root(), self.pipeline.name, ti.run_id, self.task_id, ti.try_number
         )
         if artifact_dir.exists():
-            artifact_dir.rmdir(recursive=True)  # a retry or a cleared task replaces its outputs
+            # Only when the same try runs again (``airflow tasks test``): start it clean.
+            artifact_dir.rmdir(recursive=True)
         artifact_dir.mkdir(parents=True, exist_ok=True)
         self.log.info("Artifact dir: %s", artifact_dir)
 

@@ -87,24 +87,26 @@ def cluster(
         yield started
 
 
-def artifact_dir(cluster: CeleryCluster, dag_id: str, run_id: str, stage: str) -> Path:
-    return cluster.root / "artifacts" / safe_segment(dag_id) / run_folder(run_id) / safe_segment(stage)
+def artifact_dir(cluster: CeleryCluster, dag_id: str, run_id: str, stage: str, try_number: int) -> Path:
+    stage_dir = cluster.root / "artifacts" / safe_segment(dag_id) / run_folder(run_id) / safe_segment(stage)
+    return stage_dir / str(try_number)
 
 
-def stage_files(cluster: CeleryCluster, dag_id: str, run_id: str, stage: str) -> list[str]:
-    return sorted(path.name for path in artifact_dir(cluster, dag_id, run_id, stage).iterdir())
+def try_files(cluster: CeleryCluster, dag_id: str, run_id: str, stage: str, try_number: int) -> list[str]:
+    return sorted(path.name for path in artifact_dir(cluster, dag_id, run_id, stage, try_number).iterdir())
 
 
 def assert_outputs_of_last_try(
     cluster: CeleryCluster, dag_id: str, run_id: str, record: dict[str, Any], stage: str, try_number: int
 ) -> dict[str, Any]:
-    """The stage's last try is ``try_number``; its artifact dir and the record hold that try's outputs only.
+    """The stage's last try is ``try_number``; its own artifact dir and the record hold its outputs only.
 
     Returns what the try wrote into its output file.
     """
     assert cluster.api.task_instance(dag_id, run_id, stage)["try_number"] == try_number
-    output = artifact_dir(cluster, dag_id, run_id, stage) / f"output-try{try_number}.txt"
-    assert stage_files(cluster, dag_id, run_id, stage) == [output.name]
+    output = artifact_dir(cluster, dag_id, run_id, stage, try_number) / f"output-try{try_number}.txt"
+    # Each try has a folder of its own: nothing of an earlier (maybe still running) try is in it.
+    assert try_files(cluster, dag_id, run_id, stage, try_number) == [output.name]
     assert record["outputs"][stage] == {
         "artifacts": {"output": f"file://{output}"},
         "metrics": {"try_number": try_number},
@@ -204,7 +206,7 @@ def test_task_process_killed_is_reported_by_its_supervisor_and_the_retry_succeed
     cluster.processes.check_alive()
 
 
-def test_cleared_tasks_replace_their_outputs_and_the_record_follows(cluster: CeleryCluster, tmp_path: Path):
+def test_cleared_tasks_write_new_outputs_and_the_record_follows(cluster: CeleryCluster, tmp_path: Path):
     api, dag_id = cluster.api, "rerun_pipeline"
     flag = tmp_path / "flaky.fail"
     flag.touch()
@@ -221,7 +223,7 @@ def test_cleared_tasks_replace_their_outputs_and_the_record_follows(cluster: Cel
     assert record["stages_failed"] == ["flaky"] and record["stages_skipped"] == ["summarize"]
     assert record["errors"] == {"flaky": f"RuntimeError: stage flaky fails while {flag} exists"}
     assert set(record["outputs"]) == {"prepare"}
-    assert stage_files(cluster, dag_id, run_id, "flaky") == ["output-try1.txt"]  # the failed try's leftover
+    assert try_files(cluster, dag_id, run_id, "flaky", 1) == ["output-try1.txt"]  # the failed try's leftover
 
     # Fixed: clear the failed stage and what follows it; the run goes again.
     flag.unlink()
@@ -236,14 +238,15 @@ def test_cleared_tasks_replace_their_outputs_and_the_record_follows(cluster: Cel
     summarize = assert_outputs_of_last_try(cluster, dag_id, run_id, record, "summarize", try_number=1)
     assert summarize["inputs"] == {"flaky": record["outputs"]["flaky"]["artifacts"]}
 
-    # A successful stage cleared with its downstream: every output is replaced, none is added.
-    first_prepare_output = artifact_dir(cluster, dag_id, run_id, "prepare") / "output-try1.txt"
+    # A successful stage cleared with its downstream: each stage writes a new try folder and the
+    # record moves to it; the earlier try's folder is left as it was (immutable outputs).
+    first_prepare_output = artifact_dir(cluster, dag_id, run_id, "prepare", 1) / "output-try1.txt"
     cleared = api.clear_task_instances(dag_id, run_id, ["prepare"])
     assert cleared == {"prepare", "flaky", "summarize", "execution_record"}
     record = finished_record(cluster, dag_id, run_id, "success")
     assert api.task_instance(dag_id, run_id, "execution_record")["try_number"] == 3
     assert record["stages_completed"] == ["prepare", "flaky", "summarize"] and record["stages_failed"] == []
-    assert not first_prepare_output.exists()
+    assert json.loads(first_prepare_output.read_text())["try_number"] == 1
     assert_outputs_of_last_try(cluster, dag_id, run_id, record, "prepare", try_number=2)
     flaky = assert_outputs_of_last_try(cluster, dag_id, run_id, record, "flaky", try_number=3)
     assert flaky["inputs"] == {"prepare": record["outputs"]["prepare"]["artifacts"]}

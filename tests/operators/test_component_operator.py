@@ -85,7 +85,7 @@ def test_a_missing_extra_fails_with_the_install_command(run_task: RunTask) -> No
 
 
 def test_an_overridable_field_is_applied(run_task: RunTask) -> None:
-    tasks = two_stages(overridable={"make": {"rows": 0}.keys()})
+    tasks = two_stages(overridable={"make": {"rows"}})
     ti = TaskInstanceStub("ops", "run1")
 
     result = run_task(tasks["make"], ti, conf={"overrides": {"make": {"rows": 7}}})
@@ -163,14 +163,30 @@ def test_a_stage_with_no_outputs_pushes_no_xcom(run_task: RunTask) -> None:
     assert ("quiet", "return_value") not in ti.xcoms
 
 
-def test_each_try_starts_with_an_empty_artifact_dir(run_task: RunTask, operator_env: Path) -> None:
+def test_each_try_writes_into_a_folder_of_its_own(run_task: RunTask, operator_env: Path) -> None:
+    tasks = two_stages(overridable={"make": {"rows"}})
+    ti = TaskInstanceStub("ops", "run1")
+    run_task(tasks["make"], ti)
+    first = Path(ti.xcoms[("make", "return_value")]["artifacts"]["table"].removeprefix("file://"))
+
+    ti.try_number = 2
+    run_task(tasks["make"], ti, conf={"overrides": {"make": {"rows": 5}}})
+    second = Path(ti.xcoms[("make", "return_value")]["artifacts"]["table"].removeprefix("file://"))
+
+    assert (first.parent.name, second.parent.name) == ("1", "2")
+    assert first.parent.parent == second.parent.parent
+    # A later try never touches an earlier try's outputs (a stale try may still be reading them).
+    assert first.read_text() == "3 rows from SELECT 1"
+    assert second.read_text() == "5 rows from SELECT 1"
+
+
+def test_the_same_try_run_again_starts_clean(run_task: RunTask) -> None:
     tasks = two_stages()
     ti = TaskInstanceStub("ops", "run1")
     run_task(tasks["make"], ti)
-    stage_dir = Path(ti.xcoms[("make", "return_value")]["artifacts"]["table"].removeprefix("file://")).parent
-    (stage_dir / "left-by-try-1.txt").write_text("stale")
+    try_dir = Path(ti.xcoms[("make", "return_value")]["artifacts"]["table"].removeprefix("file://")).parent
+    (try_dir / "left-over.txt").write_text("stale")
 
-    ti.try_number = 2
     run_task(tasks["make"], ti)
 
-    assert sorted(p.name for p in stage_dir.iterdir()) == ["table.txt"]
+    assert sorted(p.name for p in try_dir.iterdir()) == ["table.txt"]

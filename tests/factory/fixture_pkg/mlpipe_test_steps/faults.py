@@ -18,9 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    started_marker: str = Field("", description="append '<pid> <try>' to this file as a try starts")
-    hold_first_try: float = Field(0, description="seconds the first try waits before finishing")
-    fail_while_exists: str = Field("", description="fail while this file exists")
+    # Overridable: the fault tests set them per run, from the trigger.
+    started_marker: str = Field(
+        "",
+        description="append '<pid> <try>' to this file as a try starts",
+        json_schema_extra={"overridable": True},
+    )
+    hold_first_try: float = Field(
+        0, description="seconds the first try waits before finishing", json_schema_extra={"overridable": True}
+    )
+    fail_while_exists: str = Field(
+        "", description="fail while this file exists", json_schema_extra={"overridable": True}
+    )
 
 
 def run(config: Config, context: Any) -> dict[str, Any]:
