@@ -45,22 +45,32 @@ class _OutputsModel(BaseModel):
 
     artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> URI")
     metrics: dict[str, float] = Field(default_factory=dict, description="metric name -> value")
+    digests: dict[str, str] = Field(default_factory=dict, description="artifact name -> content digest")
+    fingerprint: str | None = Field(None, description="what the stage run depended on, hashed")
 
 
 class StageOutputs(Mapping[str, Mapping[str, Any]]):
     """What a stage returned: ``artifacts`` (name -> URI) and ``metrics`` (name -> number).
 
     Read-only, and shaped like the dict ``run`` returns: ``outputs["artifacts"]["model"]`` and
-    ``outputs.artifacts["model"]`` are the same value.
+    ``outputs.artifacts["model"]`` are the same value. ``digests`` (artifact name -> content
+    digest) and the stage run's ``fingerprint`` are added by the operator after ``run``; they are
+    not keys of the mapping.
     """
 
-    __slots__ = ("_artifacts", "_metrics")
+    __slots__ = ("_artifacts", "_digests", "_metrics", "fingerprint")
 
     def __init__(
-        self, artifacts: Mapping[str, str] | None = None, metrics: Mapping[str, float] | None = None
+        self,
+        artifacts: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        digests: Mapping[str, str] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self._artifacts: Mapping[str, str] = MappingProxyType(dict(artifacts or {}))
         self._metrics: Mapping[str, float] = MappingProxyType(dict(metrics or {}))
+        self._digests: Mapping[str, str] = MappingProxyType(dict(digests or {}))
+        self.fingerprint = fingerprint
 
     @classmethod
     def validate(cls, value: Any) -> StageOutputs:
@@ -68,7 +78,7 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
         if isinstance(value, StageOutputs):
             return value
         model = _OutputsModel.model_validate(value or {})
-        return cls(model.artifacts, model.metrics)
+        return cls(model.artifacts, model.metrics, model.digests, model.fingerprint)
 
     @property
     def artifacts(self) -> Mapping[str, str]:
@@ -77,6 +87,14 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
     @property
     def metrics(self) -> Mapping[str, float]:
         return self._metrics
+
+    @property
+    def digests(self) -> Mapping[str, str]:
+        return self._digests
+
+    def with_provenance(self, digests: Mapping[str, str], fingerprint: str | None) -> StageOutputs:
+        """These outputs with their artifacts' digests and the stage run's fingerprint."""
+        return StageOutputs(self._artifacts, self._metrics, digests, fingerprint)
 
     def __getitem__(self, key: str) -> Mapping[str, Any]:
         if key == "artifacts":
@@ -92,15 +110,16 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
         return len(_OUTPUT_KEYS)
 
     def __repr__(self) -> str:
-        return f"StageOutputs(artifacts={dict(self._artifacts)!r}, metrics={dict(self._metrics)!r})"
+        return f"StageOutputs({self.to_dict()!r})"
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        """A plain, JSON-safe copy (what the stage's XCom holds)."""
-        return {"artifacts": dict(self._artifacts), "metrics": dict(self._metrics)}
-
-    @property
-    def empty(self) -> bool:
-        return not self._artifacts and not self._metrics
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-safe copy: what the stage's XCom holds (provenance when there is some)."""
+        plain: dict[str, Any] = {"artifacts": dict(self._artifacts), "metrics": dict(self._metrics)}
+        if self._digests:
+            plain["digests"] = dict(self._digests)
+        if self.fingerprint:
+            plain["fingerprint"] = self.fingerprint
+        return plain
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:

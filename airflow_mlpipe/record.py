@@ -50,6 +50,9 @@ class ExecutionRecord(BaseModel):
     outputs: dict[str, StageOutputs] = Field(description="stage -> artifacts and metrics")
     stage_durations: dict[str, float] = Field(description="stage -> seconds")
     errors: dict[str, str] = Field(default_factory=dict, description="failed stage -> error")
+    fingerprints: dict[str, str] = Field(
+        default_factory=dict, description="stage -> fingerprint of what its run depended on"
+    )
     overrides: dict[str, Any] = Field(default_factory=dict, description="trigger-time config overrides")
     airflow_version: str
     mlpipe_version: str

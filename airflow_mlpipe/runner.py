@@ -50,6 +50,11 @@ def check_outputs(component: Component, config: BaseModel, result: Any) -> Stage
             f"component '{component.name}' returned {result!r}; expected "
             f"{{'artifacts': {{name: uri}}, 'metrics': {{name: number}}}}:\n{exc}"
         ) from None
+    if outputs.digests or outputs.fingerprint:
+        raise ContractError(
+            f"component '{component.name}' returned digests or a fingerprint; run() returns "
+            "artifacts and metrics, and the operator adds their provenance"
+        )
     produces = component.produces(config)
     missing = produces.missing_from(outputs) if produces else []
     if missing:

@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from airflow_mlpipe import settings
 from airflow_mlpipe.artifacts import stage_artifact_dir
 from airflow_mlpipe.contract import ComponentContext, ContractError, StageOutputs
+from airflow_mlpipe.digests import artifact_digest
+from airflow_mlpipe.fingerprints import stage_fingerprint
 from airflow_mlpipe.pipeline_run import (
     ERROR_XCOM_KEY,
     OverrideError,
@@ -78,7 +80,7 @@ class ComponentOperator(BaseOperator):
                 raise AirflowFailException(message) from None
             raise  # e.g. a Variable or connection that is missing now may exist on the retry
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
+    def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
         try:
             outputs = self._run_component(context)
@@ -87,10 +89,7 @@ class ComponentOperator(BaseOperator):
             context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=error_text(f"{type(exc).__name__}: {exc}"))
             raise
         self.log.info("Stage '%s' finished in %.2f s", self.task_id, time.monotonic() - started)
-        if outputs.empty:
-            # Nothing to hand on: skip the XCom round trip. Readers (downstream stages, the
-            # execution record) already treat a missing XCom as empty outputs.
-            return None
+        # Even a stage with no outputs hands on its fingerprint, for the record.
         return outputs.to_dict()
 
     def _run_component(self, context: Context) -> StageOutputs:
@@ -149,15 +148,28 @@ class ComponentOperator(BaseOperator):
             log=self.log,  # type: ignore[arg-type]
             outlet_events=context.get("outlet_events"),
         )
+        fingerprint = stage_fingerprint(component, config.model_dump(mode="json"), component_context.inputs)
+        self.log.info("Fingerprint: %s", fingerprint)
         try:
             outputs = run_stage(component, config, component_context)
         except ContractError as exc:
             raise AirflowFailException(f"stage '{self.task_id}': {exc}") from None
+        outputs = outputs.with_provenance(self._digests(outputs), fingerprint)
         for name, uri in outputs.artifacts.items():
-            self.log.info("Artifact %s: %s", name, uri)
+            self.log.info("Artifact %s: %s (%s)", name, uri, outputs.digests.get(name, "no digest"))
         for name, value in outputs.metrics.items():
             self.log.info("Metric %s = %s", name, value)
         return outputs
+
+    def _digests(self, outputs: StageOutputs) -> dict[str, str]:
+        """Content digests of the stage's artifacts; one that cannot be read has none."""
+        digests = {}
+        for name, uri in outputs.artifacts.items():
+            try:
+                digests[name] = artifact_digest(uri)
+            except Exception as exc:  # a URI that is not a readable file or folder (a table, say)
+                self.log.warning("No digest for artifact %s (%s): %s: %s", name, uri, type(exc).__name__, exc)
+        return digests
 
 
 def validation_summary(exc: ValidationError) -> str:

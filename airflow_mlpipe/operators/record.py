@@ -81,7 +81,12 @@ class ExecutionRecordOperator(BaseOperator):
         breadcrumbs = task_breadcrumbs(ti)
         states = {stage: breadcrumbs.get(stage, {}).get("state") for stage in self.stages}
         completed, failed, skipped = classify_stages(self.stages, states)
-        outputs = {stage: StageOutputs.validate(ti.xcom_pull(task_ids=stage)) for stage in completed}
+        results = {stage: StageOutputs.validate(ti.xcom_pull(task_ids=stage)) for stage in completed}
+        # The record keeps fingerprints in a field of their own; outputs are what came out.
+        outputs = {
+            stage: StageOutputs(result.artifacts, result.metrics, result.digests)
+            for stage, result in results.items()
+        }
         # Stages mask their errors when they push them; masking again here costs nothing and
         # covers an error pushed by other code.
         errors = {
@@ -109,6 +114,9 @@ class ExecutionRecordOperator(BaseOperator):
             outputs=outputs,
             stage_durations=durations,
             errors=errors,
+            fingerprints={
+                stage: result.fingerprint for stage, result in results.items() if result.fingerprint
+            },
             overrides=dict(conf.get(OVERRIDES_PARAM) or {}),
             airflow_version=airflow_version,
             mlpipe_version=__version__,

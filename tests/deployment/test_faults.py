@@ -13,6 +13,7 @@ is cut from 300 s to 20 s so that the test takes seconds, not minutes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -110,6 +111,7 @@ def assert_outputs_of_last_try(
     assert record["outputs"][stage] == {
         "artifacts": {"output": f"file://{output}"},
         "metrics": {"try_number": try_number},
+        "digests": {"output": "sha256:" + hashlib.sha256(output.read_bytes()).hexdigest()},
     }
     written = json.loads(output.read_text())
     assert written["stage"] == stage and written["try_number"] == try_number

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -155,12 +156,13 @@ def test_a_component_exception_carrying_a_secret_is_masked_in_the_error_xcom(run
     assert secret not in error
 
 
-def test_a_stage_with_no_outputs_pushes_no_xcom(run_task: RunTask) -> None:
+def test_a_stage_with_no_outputs_hands_on_only_its_fingerprint(run_task: RunTask) -> None:
     tasks = build({"quiet": ("mlpipe_op_steps.quiet", {})})
     ti = TaskInstanceStub("ops", "run1")
 
-    assert run_task(tasks["quiet"], ti) is None
-    assert ("quiet", "return_value") not in ti.xcoms
+    result = run_task(tasks["quiet"], ti)
+
+    assert result == {"artifacts": {}, "metrics": {}, "fingerprint": result["fingerprint"]}
 
 
 def test_each_try_writes_into_a_folder_of_its_own(run_task: RunTask, operator_env: Path) -> None:
@@ -190,3 +192,38 @@ def test_the_same_try_run_again_starts_clean(run_task: RunTask) -> None:
     run_task(tasks["make"], ti)
 
     assert sorted(p.name for p in try_dir.iterdir()) == ["table.txt"]
+
+
+def test_outputs_carry_content_digests_and_the_stage_fingerprint(run_task: RunTask) -> None:
+    tasks = two_stages()
+    ti = TaskInstanceStub("ops", "run1")
+
+    made = run_task(tasks["make"], ti)
+
+    table = Path(made["artifacts"]["table"].removeprefix("file://"))
+    assert made["digests"] == {"table": "sha256:" + hashlib.sha256(table.read_bytes()).hexdigest()}
+    assert len(made["fingerprint"]) == 64
+
+
+def fingerprints_of(run_task: RunTask, run_id: str, conf: dict[str, Any] | None = None, **config: Any):
+    tasks = two_stages(make=config, overridable={"make": {"rows"}})
+    ti = TaskInstanceStub("ops", run_id)
+    made = run_task(tasks["make"], ti, conf=conf)
+    used = run_task(tasks["use"], ti)
+    return made["fingerprint"], used["fingerprint"]
+
+
+def test_fingerprints_follow_config_and_upstream_content_not_run_or_uri(run_task: RunTask) -> None:
+    make, use = fingerprints_of(run_task, "run1")
+
+    # Another run (other URIs), same config and same upstream bytes: the same fingerprints.
+    assert fingerprints_of(run_task, "run2") == (make, use)
+    # Spelling out a default changes nothing: the resolved config counts.
+    assert fingerprints_of(run_task, "run3", rows=3) == (make, use)
+    # An override changes that stage, and through its output's content the stage downstream.
+    changed_make, changed_use = fingerprints_of(run_task, "run4", conf={"overrides": {"make": {"rows": 4}}})
+    assert changed_make != make and changed_use != use
+    # A config change that does not change the upstream's bytes leaves the downstream alone:
+    # 'marker' only touches a file outside the artifact.
+    marked_make, marked_use = fingerprints_of(run_task, "run5", marker="/dev/null")
+    assert marked_make != make and marked_use == use
