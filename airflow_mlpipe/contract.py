@@ -12,7 +12,10 @@ A component is a Python module with
   returning one), so that ``mlpipe validate`` can check how stages are wired and a stage that
   returns less than it declared fails;
 * optionally ``extra``: the :class:`Extra` whose packages ``run`` imports, so that ``validate``
-  can say what to install when they are missing.
+  can say what to install when they are missing;
+* optionally ``cache``: ``"on"`` (deterministic: its stages are cached unless the spec turns it
+  off), ``"off"`` (the default: cached only where the spec says ``cache: true``) or ``"never"``
+  (side effects or external data: never cached, whatever the spec says).
 
 :class:`ComponentModule` states this as a ``typing.Protocol``: ``mod: ComponentModule = mod``
 lets mypy check a module against it. Component modules are imported while validating specs (to
@@ -47,6 +50,7 @@ class _OutputsModel(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="metric name -> value")
     digests: dict[str, str] = Field(default_factory=dict, description="artifact name -> content digest")
     fingerprint: str | None = Field(None, description="what the stage run depended on, hashed")
+    cached_from: str | None = Field(None, description="the run that computed these outputs, on a cache hit")
 
 
 class StageOutputs(Mapping[str, Mapping[str, Any]]):
@@ -54,11 +58,11 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
 
     Read-only, and shaped like the dict ``run`` returns: ``outputs["artifacts"]["model"]`` and
     ``outputs.artifacts["model"]`` are the same value. ``digests`` (artifact name -> content
-    digest) and the stage run's ``fingerprint`` are added by the operator after ``run``; they are
-    not keys of the mapping.
+    digest), the stage run's ``fingerprint`` and, on a cache hit, ``cached_from`` (the run that
+    computed the outputs) are added by the operator; they are not keys of the mapping.
     """
 
-    __slots__ = ("_artifacts", "_digests", "_metrics", "fingerprint")
+    __slots__ = ("_artifacts", "_digests", "_metrics", "cached_from", "fingerprint")
 
     def __init__(
         self,
@@ -66,11 +70,13 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
         metrics: Mapping[str, float] | None = None,
         digests: Mapping[str, str] | None = None,
         fingerprint: str | None = None,
+        cached_from: str | None = None,
     ) -> None:
         self._artifacts: Mapping[str, str] = MappingProxyType(dict(artifacts or {}))
         self._metrics: Mapping[str, float] = MappingProxyType(dict(metrics or {}))
         self._digests: Mapping[str, str] = MappingProxyType(dict(digests or {}))
         self.fingerprint = fingerprint
+        self.cached_from = cached_from
 
     @classmethod
     def validate(cls, value: Any) -> StageOutputs:
@@ -78,7 +84,7 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
         if isinstance(value, StageOutputs):
             return value
         model = _OutputsModel.model_validate(value or {})
-        return cls(model.artifacts, model.metrics, model.digests, model.fingerprint)
+        return cls(model.artifacts, model.metrics, model.digests, model.fingerprint, model.cached_from)
 
     @property
     def artifacts(self) -> Mapping[str, str]:
@@ -92,9 +98,11 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
     def digests(self) -> Mapping[str, str]:
         return self._digests
 
-    def with_provenance(self, digests: Mapping[str, str], fingerprint: str | None) -> StageOutputs:
-        """These outputs with their artifacts' digests and the stage run's fingerprint."""
-        return StageOutputs(self._artifacts, self._metrics, digests, fingerprint)
+    def with_provenance(
+        self, digests: Mapping[str, str], fingerprint: str | None, cached_from: str | None = None
+    ) -> StageOutputs:
+        """These outputs with their artifacts' digests, the stage run's fingerprint and origin."""
+        return StageOutputs(self._artifacts, self._metrics, digests, fingerprint, cached_from)
 
     def __getitem__(self, key: str) -> Mapping[str, Any]:
         if key == "artifacts":
@@ -119,6 +127,8 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
             plain["digests"] = dict(self._digests)
         if self.fingerprint:
             plain["fingerprint"] = self.fingerprint
+        if self.cached_from:
+            plain["cached_from"] = self.cached_from
         return plain
 
     @classmethod
@@ -173,6 +183,9 @@ class Extra:
     def install_command(self) -> str:
         return f'pip install "{self.distribution}[{self.name}]"'
 
+
+#: The values of a component module's optional ``cache`` attribute.
+CACHE_POLICIES = ("on", "off", "never")
 
 #: A declaration as a module gives it: the value itself, or a function of the validated config.
 Declaration = Produces | Requires | Callable[[Any], Produces | Requires]

@@ -31,7 +31,7 @@ from airflow.sdk import DAG, Param, get_parsing_context
 from airflow_mlpipe.contract import overridable_fields
 from airflow_mlpipe.operators.component import ComponentOperator
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
-from airflow_mlpipe.pipeline_run import OVERRIDES_PARAM, PipelineRef
+from airflow_mlpipe.pipeline_run import CACHE_PARAM, OVERRIDES_PARAM, PipelineRef
 from airflow_mlpipe.record import RECORD_TASK_ID
 from airflow_mlpipe.resolver import Component, resolve_component
 from airflow_mlpipe.spec import Pipeline, PipelineStage, SpecError, load_folder
@@ -91,7 +91,14 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
                 type="object",
                 title="Config overrides",
                 description=_overrides_description(overridable),
-            )
+            ),
+            CACHE_PARAM: Param(
+                True,
+                type="boolean",
+                title="Use the stage cache",
+                description="Off: every stage runs again instead of reusing the outputs of an "
+                "identical earlier stage run",
+            ),
         },
     )
     with dag:
@@ -105,6 +112,8 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
                 component=stage.component,
                 config=stage.config,
                 pipeline=ref,
+                cache=_cache_enabled(stage, pipeline, components[stage.name]),
+                cache_ttl=_setting(stage, pipeline, "cache_ttl"),
                 outlets=_outlets(components[stage.name], stage.config, pipeline.name),
                 doc_md=f"Component `{stage.component}`",
                 **settings,
@@ -172,6 +181,20 @@ def _overridable(stage: PipelineStage, component: Component) -> frozenset[str]:
     """The stage's ``overridable`` list from the spec when it has one, else the component's marks."""
     listed = getattr(stage, "overridable", None)
     return frozenset(listed) if listed is not None else overridable_fields(component.config_model)
+
+
+def _setting(stage: PipelineStage, pipeline: Pipeline, name: str) -> Any:
+    """A stage setting from the stage, else from the spec's ``defaults``, else ``None``."""
+    value = getattr(stage, name, None)
+    return value if value is not None else getattr(pipeline.defaults, name, None)
+
+
+def _cache_enabled(stage: PipelineStage, pipeline: Pipeline, component: Component) -> bool:
+    """The spec's ``cache`` (stage, then ``defaults``), else the component's policy."""
+    if component.cache_policy == "never":
+        return False
+    chosen = _setting(stage, pipeline, "cache")
+    return bool(chosen) if chosen is not None else component.cache_policy == "on"
 
 
 def _overrides_description(overridable: dict[str, frozenset[str]]) -> str:

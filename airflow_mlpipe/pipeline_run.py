@@ -13,6 +13,8 @@ from typing import Any
 
 #: The run conf key (and DAG param) holding trigger-time config overrides per stage.
 OVERRIDES_PARAM = "overrides"
+#: The run conf key (and DAG param): ``false`` recomputes every stage instead of using the cache.
+CACHE_PARAM = "cache"
 #: The XCom key under which a failed stage leaves its error for the record and the e-mail.
 ERROR_XCOM_KEY = "mlpipe_error"
 
@@ -83,6 +85,12 @@ def run_overrides(conf: Mapping[str, Any] | None, pipeline: PipelineRef) -> dict
             "it to the stage's `overridable: [...]` list in the pipeline spec."
         )
     return checked
+
+
+def cache_wanted(conf: Mapping[str, Any] | None) -> bool:
+    """Whether the run may use cached stage outputs (the trigger's ``{"cache": false}`` says no)."""
+    value = (conf or {}).get(CACHE_PARAM, True)
+    return value is not False and str(value).lower() not in {"false", "0", "no", "off"}
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from airflow_mlpipe.contract import ComponentContext, Extra, Produces, Requires
+from airflow_mlpipe.contract import CACHE_POLICIES, ComponentContext, Extra, Produces, Requires
 from airflow_mlpipe.suggest import did_you_mean
 
 BUILTIN_PACKAGE = "airflow_mlpipe.components"
@@ -74,6 +74,11 @@ class Component:
     def requires(self, config: BaseModel) -> Requires | None:
         """The upstream artifacts ``run`` reads for ``config``; ``None`` when it declares nothing."""
         return _declared(self.module, "requires", Requires, config)
+
+    @property
+    def cache_policy(self) -> str:
+        """``on``, ``off`` (when the module says nothing) or ``never``: see ``contract``."""
+        return str(getattr(self.module, "cache", "off"))
 
     @property
     def extra(self) -> Extra | None:
@@ -140,6 +145,12 @@ def check_module(name: str, module: ModuleType) -> ModuleType:
         raise ComponentError(
             f"component '{name}' ({module.__name__}) has an 'assets' that is not a function",
             "define `def assets(config, pipeline)` returning the Airflow Assets the stage updates",
+        )
+    cache = getattr(module, "cache", "off")
+    if cache not in CACHE_POLICIES:
+        raise ComponentError(
+            f"component '{name}' ({module.__name__}) has cache = {cache!r}",
+            f"a component's cache policy is one of {', '.join(CACHE_POLICIES)}",
         )
     extra = getattr(module, "extra", None)
     if extra is not None and not isinstance(extra, Extra):

@@ -50,7 +50,7 @@ def check_outputs(component: Component, config: BaseModel, result: Any) -> Stage
             f"component '{component.name}' returned {result!r}; expected "
             f"{{'artifacts': {{name: uri}}, 'metrics': {{name: number}}}}:\n{exc}"
         ) from None
-    if outputs.digests or outputs.fingerprint:
+    if outputs.digests or outputs.fingerprint or outputs.cached_from:
         raise ContractError(
             f"component '{component.name}' returned digests or a fingerprint; run() returns "
             "artifacts and metrics, and the operator adds their provenance"

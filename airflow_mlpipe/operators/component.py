@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from airflow_mlpipe import settings
 from airflow_mlpipe.artifacts import stage_artifact_dir
+from airflow_mlpipe.cache import StageCache
 from airflow_mlpipe.contract import ComponentContext, ContractError, StageOutputs
 from airflow_mlpipe.digests import artifact_digest
 from airflow_mlpipe.fingerprints import stage_fingerprint
@@ -19,6 +21,7 @@ from airflow_mlpipe.pipeline_run import (
     ERROR_XCOM_KEY,
     OverrideError,
     PipelineRef,
+    cache_wanted,
     deep_merge,
     error_text,
     resolve_git_commit,
@@ -45,6 +48,9 @@ class ComponentOperator(BaseOperator):
     :param component: the component string, e.g. ``data.extract.database``
     :param config: the stage's config from the spec (templated)
     :param pipeline: the pipeline this stage belongs to (with each stage's overridable fields)
+    :param cache: look the stage's fingerprint up in the stage cache before running, and store
+        its outputs after (unless the run's conf says ``{"cache": false}``)
+    :param cache_ttl: how old a cache entry may be to count; ``None``: any age
     """
 
     template_fields: Sequence[str] = ("config",)
@@ -57,12 +63,16 @@ class ComponentOperator(BaseOperator):
         component: str,
         config: dict[str, Any],
         pipeline: PipelineRef,
+        cache: bool = False,
+        cache_ttl: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.component = component
         self.config = config
         self.pipeline = pipeline
+        self.cache = cache
+        self.cache_ttl = cache_ttl
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         import jinja2
@@ -125,6 +135,16 @@ class ComponentOperator(BaseOperator):
         for upstream, upstream_outputs in inputs.items():
             self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.to_dict()))
 
+        fingerprint = stage_fingerprint(component, config.model_dump(mode="json"), inputs)
+        self.log.info("Fingerprint: %s", fingerprint)
+        cache = self._stage_cache(context)
+        if cache is not None:
+            hit = cache.lookup(self.task_id, fingerprint, self.cache_ttl)
+            if hit is not None:
+                self.log.info("cache hit: fingerprint %s from run %s", fingerprint, hit.run_id)
+                return hit.outputs.with_provenance(hit.outputs.digests, fingerprint, cached_from=hit.run_id)
+            self.log.info("cache miss: fingerprint %s", fingerprint)
+
         artifact_dir = stage_artifact_dir(
             settings.artifact_root(), self.pipeline.name, ti.run_id, self.task_id, ti.try_number
         )
@@ -148,8 +168,6 @@ class ComponentOperator(BaseOperator):
             log=self.log,  # type: ignore[arg-type]
             outlet_events=context.get("outlet_events"),
         )
-        fingerprint = stage_fingerprint(component, config.model_dump(mode="json"), component_context.inputs)
-        self.log.info("Fingerprint: %s", fingerprint)
         try:
             outputs = run_stage(component, config, component_context)
         except ContractError as exc:
@@ -159,7 +177,29 @@ class ComponentOperator(BaseOperator):
             self.log.info("Artifact %s: %s (%s)", name, uri, outputs.digests.get(name, "no digest"))
         for name, value in outputs.metrics.items():
             self.log.info("Metric %s = %s", name, value)
+        if self.cache:  # a run with the cache off still refreshes the entry
+            self._store(outputs, fingerprint, ti.run_id)
         return outputs
+
+    def _stage_cache(self, context: Context) -> StageCache | None:
+        """The stage cache to look in, or ``None`` when the stage or this run does not use it."""
+        if not self.cache:
+            return None
+        if not cache_wanted(getattr(context.get("dag_run"), "conf", None)):
+            self.log.info("cache: off for this run (conf 'cache': false); recomputing")
+            return None
+        return StageCache(settings.artifact_root(), self.pipeline.name)
+
+    def _store(self, outputs: StageOutputs, fingerprint: str, run_id: str) -> None:
+        try:
+            StageCache(settings.artifact_root(), self.pipeline.name).store(
+                self.task_id, fingerprint, run_id, outputs
+            )
+        except Exception:
+            # The stage succeeded; a cache that cannot be written only costs a later recompute.
+            self.log.warning("Could not store the cache entry for fingerprint %s", fingerprint, exc_info=True)
+        else:
+            self.log.info("cache: stored fingerprint %s", fingerprint)
 
     def _digests(self, outputs: StageOutputs) -> dict[str, str]:
         """Content digests of the stage's artifacts; one that cannot be read has none."""

@@ -117,6 +117,10 @@ class ExecutionRecordOperator(BaseOperator):
             fingerprints={
                 stage: result.fingerprint for stage, result in results.items() if result.fingerprint
             },
+            stages_cached=[stage for stage, result in results.items() if result.cached_from],
+            cached_from={
+                stage: result.cached_from for stage, result in results.items() if result.cached_from
+            },
             overrides=dict(conf.get(OVERRIDES_PARAM) or {}),
             airflow_version=airflow_version,
             mlpipe_version=__version__,
