@@ -43,6 +43,9 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_mlpipe.operators.component", "airflow_mlpipe.operators.record"],
             }
         ],
+        "hooks": [
+            {"integration-name": "ML Pipelines", "python-modules": ["airflow_mlpipe.hooks.model_registry"]}
+        ],
         "config": {
             SECTION: {
                 "description": "Settings of airflow-mlpipe's DAG factory and components.",

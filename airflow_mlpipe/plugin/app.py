@@ -5,20 +5,25 @@ Routes (relative to the prefix):
 * ``GET /``: the page (a static HTML file with a small script that calls the API); without a
   valid session it redirects to Airflow's login page;
 * ``GET /static/...``: its script, stylesheet and icon (no data);
-* ``GET /api/pipelines``: every pipeline the user may read: its spec summary, its DAG's state,
-  its newest run and its latest execution record;
+* ``GET /api/pipelines``: every pipeline the user may read (every DAG tagged ``mlpipe``, from
+  whichever loader file): its spec summary, its DAG's state, its newest run and its latest
+  execution record;
 * ``GET /api/pipelines/{name}/records``: its execution records with their runs, newest first;
-* ``GET /api/pipelines/{name}/registry``: its model registry's versions and where the alias points.
+* ``GET /api/pipelines/{name}/registry``: the versions in the registries its spec names, and
+  where each alias points.
 
 Every ``/api`` route authenticates like Airflow's REST API (401 without a token or session, 403
 with an invalid one) and asks Airflow's auth manager whether the user may read the DAG, and
-for records its runs and XComs (403 otherwise).
+for records its runs and XComs (403 otherwise). Query parameters are bounded (422 outside the
+bounds). Specs are known from their serialized DAGs in the metadata database: this process never
+reads a spec file. Every response passes through Airflow's secrets masker.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
@@ -28,8 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_mlpipe import __version__
 from airflow_mlpipe.plugin import security
+from airflow_mlpipe.plugin.masking import mask
 
 STATIC = Path(__file__).parent / "static"
+#: Bounds of the records route's paging parameters.
+MAX_LIMIT = 500
+MAX_OFFSET = 1_000_000
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="records per page")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="records to skip, newest first")]
 
 User = Annotated[BaseUser, Depends(security.current_user)]
 
@@ -57,6 +69,20 @@ class RunEntry(BaseModel):
     record: dict[str, Any] | None = Field(None, description="the execution record (XCom of execution_record)")
 
 
+class RegistryLocation(BaseModel):
+    """Where a register stage of the spec puts its model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    registry: str
+    conn_id: str | None
+    model_name: str
+    alias: str
+    uri: str = Field(description="the model's folder in the registry")
+    templated: bool = Field(description="a value is a Jinja template, rendered only at run time")
+
+
 class PipelineEntry(BaseModel):
     """A pipeline: its spec summary, its DAG, its newest run and its latest execution record."""
 
@@ -74,7 +100,9 @@ class PipelineEntry(BaseModel):
     notify_on_failure: list[str]
     stages: list[dict[str, Any]]
     thresholds: dict[str, float]
+    registries: list[RegistryLocation]
     problems: list[str]
+    loader_file: str | None = Field(description="the DAG file that built it, relative to its DAG bundle")
     dag_path: str = Field(description="the DAG's page in the Airflow UI, relative to the UI's root")
     is_paused: bool | None
     latest_run: RunEntry | None
@@ -84,8 +112,8 @@ class PipelineEntry(BaseModel):
 class PipelineCollection(BaseModel):
     pipelines: list[PipelineEntry]
     total_entries: int
-    environment: str
-    spec_folder: str
+    environment: str = Field(description="the api-server's [mlpipe] environment")
+    loader_files: list[str] = Field(description="the DAG files that built the listed pipelines")
     mlpipe_version: str
 
 
@@ -129,25 +157,18 @@ def create_app() -> FastAPI:
 
     @app.get("/api/pipelines")
     def list_pipelines(user: User) -> PipelineCollection:
-        """Every pipeline of the spec folder whose DAG the user may read, newest record included."""
+        """Every pipeline whose DAG the user may read, from every loader file, newest record included."""
         from airflow.utils.session import create_session
 
         from airflow_mlpipe import settings
-        from airflow_mlpipe.plugin import queries, specs
+        from airflow_mlpipe.plugin import queries
 
-        result = specs.load_specs()
         readable = security.readable_dag_ids(user)
-        summaries = [specs.summary(p) for name, p in result.pipelines.items() if name in readable]
-        summaries += [
-            specs.invalid_summary(name, [problem.format() for problem in error.problems])
-            for name, error in result.errors.items()
-            if name in readable
-        ]
         entries = []
         with create_session() as session:
-            dags = queries.dag_states(session, [s["name"] for s in summaries])
-            for summary in sorted(summaries, key=lambda s: s["name"]):
-                name = summary["name"]
+            dags = queries.pipeline_dags(session)
+            summaries = queries.summaries(session, set(dags) & readable)
+            for name in sorted(summaries):
                 latest_record = latest_run = None
                 if security.can_read(user, name, security.RECORD_ENTITIES):
                     latest_run = queries.latest_run(session, name)
@@ -155,60 +176,67 @@ def create_app() -> FastAPI:
                     latest_record = newest[0] if newest else None
                 entries.append(
                     PipelineEntry(
-                        **summary,
-                        dag_path=f"dags/{name}",
-                        is_paused=dags.get(name, {}).get("is_paused"),
+                        **summaries[name],
+                        loader_file=dags[name].loader_file,
+                        dag_path=f"dags/{quote(name, safe='')}",
+                        is_paused=dags[name].is_paused,
                         latest_run=RunEntry(**latest_run) if latest_run else None,
                         latest_record=RunEntry(**latest_record) if latest_record else None,
                     )
                 )
-        return PipelineCollection(
+        collection = PipelineCollection(
             pipelines=entries,
             total_entries=len(entries),
             environment=settings.environment(),
-            spec_folder=str(specs.spec_folder()),
+            loader_files=sorted({e.loader_file for e in entries if e.loader_file}),
             mlpipe_version=__version__,
         )
+        return _masked(collection)
 
     @app.get("/api/pipelines/{name}/records")
-    def list_records(
-        name: str,
-        user: User,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> RecordCollection:
+    def list_records(name: str, user: User, limit: Limit = 50, offset: Offset = 0) -> RecordCollection:
         """The pipeline's execution records, newest first, each with its run's state and trigger."""
         from airflow.utils.session import create_session
 
         from airflow_mlpipe.plugin import queries
 
         security.require_read(user, name, security.RECORD_ENTITIES)
-        _require_known(name)
         with create_session() as session:
+            _require_pipeline(session, name)
             entries, total = queries.records(session, name, limit=limit, offset=offset)
-        return RecordCollection(pipeline=name, records=[RunEntry(**e) for e in entries], total_entries=total)
+        records = [RunEntry(**entry) for entry in entries]
+        return _masked(RecordCollection(pipeline=name, records=records, total_entries=total))
 
     @app.get("/api/pipelines/{name}/registry")
     def registry(name: str, user: User) -> RegistryCollection:
-        """The models the pipeline registers: versions (newest first) and the alias's version."""
+        """The models the pipeline's current spec registers: versions (newest first), the alias's version."""
         from airflow.utils.session import create_session
 
-        from airflow_mlpipe.plugin import queries, specs
+        from airflow_mlpipe.plugin import queries
+        from airflow_mlpipe.plugin.registry import read_registry
 
         security.require_read(user, name, security.RECORD_ENTITIES)
-        _require_known(name)
         with create_session() as session:
-            entries, _ = queries.records(session, name, limit=20)
-        pipeline = specs.load_specs().pipelines.get(name)
-        models = [specs.read_registry(location) for location in specs.registry_locations(pipeline, entries)]
-        return RegistryCollection(pipeline=name, models=[RegistryModel(**m) for m in models])
+            _require_pipeline(session, name)
+            summary = queries.summaries(session, [name]).get(name)
+        # Read outside the session: a slow store must not hold a database connection.
+        locations = summary["registries"] if summary else []
+        models = [RegistryModel(**read_registry(location)) for location in locations]
+        return _masked(RegistryCollection(pipeline=name, models=models))
 
     return app
 
 
-def _require_known(name: str) -> None:
-    from airflow_mlpipe.plugin import specs
+def _require_pipeline(session: Any, name: str) -> None:
+    from airflow_mlpipe.plugin import queries
 
-    result = specs.load_specs()
-    if name not in result.pipelines and name not in result.errors:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No pipeline spec named '{name}'")
+    if not queries.is_pipeline(session, name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No pipeline named '{name}' (no DAG tagged 'mlpipe')")
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _masked(response: _Model) -> _Model:
+    """``response`` with every secret Airflow's masker knows replaced, as it leaves the API."""
+    return type(response).model_validate(mask(response.model_dump(mode="json")))

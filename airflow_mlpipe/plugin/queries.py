@@ -1,4 +1,8 @@
-"""Reads from Airflow's metadata database: execution records, runs and DAGs.
+"""Reads from Airflow's metadata database: pipeline DAGs, execution records and runs.
+
+Pipelines are the DAGs tagged ``mlpipe``, whatever loader file (and spec folder) built them;
+their summaries come from their latest serialized DAGs, as the dag-processor stored them
+(:mod:`airflow_mlpipe.plugin.summaries`), and are kept per DAG until its ``dag_hash`` changes.
 
 The execution record is the XCom ``return_value`` of the ``execution_record`` task. Each record is
 returned together with its run as the database knows it, including ``trigger_source`` (the
@@ -9,11 +13,14 @@ SDK does not give tasks, so the record itself can only say ``manual`` for a manu
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from airflow_mlpipe.plugin.summaries import MLPIPE_TAG, snapshot, summary, unreadable_summary
 from airflow_mlpipe.record import RECORD_TASK_ID, triggered_by_source
 
 if TYPE_CHECKING:
@@ -95,17 +102,95 @@ def latest_run(session: Session, dag_id: str) -> dict[str, Any] | None:
     return run_summary(run) if run is not None else None
 
 
-def dag_states(session: Session, dag_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Per DAG id known to Airflow: whether it is paused and its owners."""
-    from airflow.models.dag import DagModel
+@dataclass(frozen=True)
+class PipelineDag:
+    """A DAG the factory built, as the ``dag`` table has it."""
+
+    dag_id: str
+    is_paused: bool
+    loader_file: str | None  # the DAG file that built it, relative to its bundle's root
+    bundle_name: str | None
+
+
+def pipeline_dags(session: Session, *, include_stale: bool = False) -> dict[str, PipelineDag]:
+    """Every DAG tagged ``mlpipe`` (placeholders of broken specs included), by dag_id.
+
+    A stale DAG (its loader file no longer builds it) is left out unless ``include_stale``.
+    """
+    from airflow.models.dag import DagModel, DagTag
     from sqlalchemy import select
 
+    query = (
+        select(DagModel.dag_id, DagModel.is_paused, DagModel.relative_fileloc, DagModel.bundle_name)
+        .join(DagTag, DagTag.dag_id == DagModel.dag_id)
+        .where(DagTag.name == MLPIPE_TAG)
+    )
+    if not include_stale:
+        query = query.where(DagModel.is_stale.is_(False))
+    return {
+        dag_id: PipelineDag(dag_id, bool(is_paused), loader_file, bundle_name)
+        for dag_id, is_paused, loader_file, bundle_name in session.execute(query).all()
+    }
+
+
+def is_pipeline(session: Session, dag_id: str) -> bool:
+    """Whether ``dag_id`` is a DAG the factory built (stale ones too: their records remain)."""
+    from airflow.models.dag import DagTag
+    from sqlalchemy import select
+
+    found = session.scalar(
+        select(DagTag.dag_id).where(DagTag.dag_id == dag_id, DagTag.name == MLPIPE_TAG).limit(1)
+    )
+    return found is not None
+
+
+_summaries_lock = threading.Lock()
+_summaries: dict[str, tuple[str, dict[str, Any]]] = {}  # dag_id -> (dag_hash, summary)
+
+
+def summaries(session: Session, dag_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The summary of each DAG's latest serialized version (DAGs never serialized are left out).
+
+    One query lists the latest versions' hashes; only DAGs whose hash changed since the last call
+    are loaded and deserialized.
+    """
+    from airflow.models.dag_version import DagVersion
+    from airflow.models.serialized_dag import SerializedDagModel
+    from sqlalchemy import func, select
+
+    ids = sorted(set(dag_ids))
+    if not ids:
+        return {}
+    latest = (
+        select(DagVersion.dag_id, func.max(DagVersion.version_number).label("version_number"))
+        .join(SerializedDagModel, SerializedDagModel.dag_version_id == DagVersion.id)
+        .where(DagVersion.dag_id.in_(ids))
+        .group_by(DagVersion.dag_id)
+        .subquery()
+    )
     rows = session.execute(
-        select(DagModel.dag_id, DagModel.is_paused, DagModel.owners, DagModel.is_stale).where(
-            DagModel.dag_id.in_(list(dag_ids))
+        select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash, SerializedDagModel.id)
+        .join(DagVersion, SerializedDagModel.dag_version_id == DagVersion.id)
+        .join(
+            latest,
+            (DagVersion.dag_id == latest.c.dag_id) & (DagVersion.version_number == latest.c.version_number),
         )
     ).all()
-    return {
-        dag_id: {"is_paused": bool(is_paused), "owners": owners, "is_stale": bool(is_stale)}
-        for dag_id, is_paused, owners, is_stale in rows
-    }
+    found: dict[str, dict[str, Any]] = {}
+    for dag_id, dag_hash, row_id in rows:
+        with _summaries_lock:
+            cached = _summaries.get(dag_id)
+        if cached is not None and cached[0] == dag_hash:
+            found[dag_id] = cached[1]
+            continue
+        row = session.get(SerializedDagModel, row_id)
+        if row is None:  # replaced since the listing: the next request sees the new one
+            continue
+        row.load_op_links = False  # links come from plugins; the summary needs none
+        try:
+            found[dag_id] = summary(snapshot(row.dag))
+        except Exception as exc:  # one unreadable DAG must not hide the others
+            found[dag_id] = unreadable_summary(dag_id, f"{type(exc).__name__}: {exc}")
+        with _summaries_lock:
+            _summaries[dag_id] = (dag_hash, found[dag_id])
+    return found

@@ -183,6 +183,7 @@
       p.description ? h("p", {}, p.description) : null);
     if (!p.valid) {
       card.append(h("pre", { class: "problems" }, p.problems.join("\n")));
+      if (p.loader_file) card.append(h("p", { class: "muted" }, "Built by ", h("code", {}, p.loader_file)));
       return;
     }
     const facts = [
@@ -191,8 +192,11 @@
       ["Owners", p.owners.join(", ")], ["Failure e-mails", p.notify_on_failure.join(", ") || "none"],
       ["Tags", p.tags.join(", ") || "–"],
       ["Thresholds", Object.entries(p.thresholds).map(([k, v]) => `${k} ≥ ${v}`).join(", ") || "none"],
+      ["Registry", p.registries.map((r) => r.uri).join(", ") || "none"],
+      ["Loader file", p.loader_file ? h("code", {}, p.loader_file) : "–"],
     ];
     card.append(h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+    if (p.problems.length) card.append(h("p", { class: "muted" }, p.problems.join(" ")));
     card.append(h("div", { class: "stage-chain" },
       p.stages.map((stage, i) => [i ? h("span", { class: "arrow" }, "→") : null,
         h("span", { class: "stage", title: stage.component }, stage.name)])));
@@ -436,7 +440,7 @@
       const wanted = decodeURIComponent(window.location.hash.slice(1));
       state.selected = data.pipelines.some((p) => p.name === wanted) ? wanted : (data.pipelines[0] || {}).name || null;
       renderOverview(data);
-      showStatus(data.pipelines.length ? "" : `No pipelines you may read in ${data.spec_folder}.`);
+      showStatus(data.pipelines.length ? "" : "No pipelines you may read: no DAG tagged mlpipe has been parsed yet, or none is yours to read.");
       if (state.selected) await loadDetail(state.selected);
       document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
       document.body.dataset.loaded = "true";

@@ -186,13 +186,10 @@ def _raise_with_connection(exc: Exception, conn_id: str, dialect: str) -> None:
 
 
 def _publish(partial: Any, target: Any) -> None:
-    """Give the finished file its final name (an atomic rename on local filesystems)."""
-    import os
+    """Give the finished file its final name: a rename locally, a server-side move on object stores."""
+    from airflow_mlpipe.artifacts import publish
 
-    if partial.protocol in ("file", "local"):
-        os.replace(partial.path, target.path)
-    else:  # object stores: a server-side copy, then the partial object is deleted
-        partial.fs.mv(partial.path, target.path)
+    publish(partial, target)
 
 
 def _remove_quietly(path: Any, log: Any) -> None:
