@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +25,8 @@ def build(
     stages: dict[str, tuple[str, dict[str, Any]]],
     overridable: dict[str, set[str]] | None = None,
     edges: tuple[tuple[str, str], ...] = (("make", "use"),),
+    cache: bool = False,
+    cache_ttl: timedelta | None = None,
 ) -> dict[str, ComponentOperator]:
     overridable = overridable or {}
     ref = PipelineRef(
@@ -36,7 +39,14 @@ def build(
     )
     with DAG("ops", schedule=None):
         tasks = {
-            name: ComponentOperator(task_id=name, component=component, config=config, pipeline=ref)
+            name: ComponentOperator(
+                task_id=name,
+                component=component,
+                config=config,
+                pipeline=ref,
+                cache=cache,
+                cache_ttl=cache_ttl,
+            )
             for name, (component, config) in stages.items()
         }
         for upstream, downstream in edges:

@@ -17,12 +17,13 @@ class Config(BaseModel):
     rows: int = Field(3, json_schema_extra={"overridable": True})
     query: str = "SELECT 1"
     skip_table: bool = False
-    marker: str = Field("", description="a file to touch when run() starts")
+    marker: str = Field("", description="a file that gets a line each time run() starts")
 
 
 def run(config: Config, context: ComponentContext) -> dict[str, Any]:
     if config.marker:
-        open(config.marker, "a").close()
+        with open(config.marker, "a") as marker:
+            marker.write(f"{context.run_id}\n")
     table = context.artifact_dir / "table.txt"
     table.write_text(f"{config.rows} rows from {config.query}")
     artifacts = {} if config.skip_table else {"table": str(table)}
