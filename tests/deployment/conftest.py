@@ -5,6 +5,10 @@
 runs registering into a temporary registry, one failed run, one ``user_engagement_features``
 run), then ``airflow api-server`` as a process. Its auth manager is SimpleAuthManager with two
 restricted users (``auth_fixture/mlpipe_test_auth.py``). Needs no service besides itself.
+
+The registry is the spec's, through a ``dev`` overlay (a trigger may not change it). A second
+team folder, ``dags/ranking/`` with its own loader file, holds ``ranking_features`` and a
+hostile spec nested 30,000 levels deep (``deep_nesting.yaml``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from airflow_processes import (
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 USERS = {"admin": "admin", "viewer": "viewer", "analyst": "viewer", "auditor": "viewer"}
+NESTING = 30_000
 
 
 @dataclass
@@ -53,7 +58,10 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     from airflow_mlpipe.demo_data import generate_user_events
 
     root = tmp_path_factory.mktemp("ui-server")
-    dags = copy_dags(root / "dags")
+    registry = f"file://{root / 'registry'}"
+    registry_overlay = f"stages:\n  - name: register\n    config: {{registry: '{registry}'}}\n"
+    dags = copy_dags(root / "dags", {"recommender_training.dev.yaml": registry_overlay})
+    _add_team_folder(dags / "ranking")
     analytics = root / "analytics.db"
     generate_user_events(analytics, n_users=600, n_items=300, n_events=30_000)
     port = free_port()
@@ -82,10 +90,9 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         processes.run("dags", "reserialize")
         # The api-server starts while the runs are made: it only reads the database on requests.
         processes.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port))
-        registry = {"register": {"registry": f"file://{server.registry}"}}
         for label, dag_id, overrides in [
-            ("first", "recommender_training", registry),
-            ("second", "recommender_training", {**registry, "train": {"factors": 16, "epochs": 10}}),
+            ("first", "recommender_training", {}),
+            ("second", "recommender_training", {"train": {"factors": 16, "epochs": 10}}),
             ("failed", "recommender_training", {"extract": {"batch_size": "lots"}}),
             ("features", "user_engagement_features", {}),
         ]:
@@ -104,6 +111,21 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         yield server
     finally:
         processes.stop()
+
+
+def _add_team_folder(folder: Path) -> None:
+    """A second loader file with its own specs: a copy of user_engagement_features, and a spec
+    nested ``NESTING`` levels deep (60 KB) that must not take anything down."""
+    import shutil
+
+    (folder / "pipelines").mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "mlpipe_loader.py", folder / "mlpipe_loader.py")
+    features = (REPO / "dags" / "pipelines" / "user_engagement_features.yaml").read_text()
+    renamed = features.replace("name: user_engagement_features", "name: ranking_features")
+    renamed = renamed.replace("analytics-team", "ranking-team")
+    (folder / "pipelines" / "ranking_features.yaml").write_text(renamed)
+    deep = "name: deep_nesting\nversion: 1.0.0\nmetadata: {owner: x}\nstages:\n" + "- " * NESTING + "x\n"
+    (folder / "pipelines" / "deep_nesting.yaml").write_text(deep)
 
 
 def _json(value: object) -> str:

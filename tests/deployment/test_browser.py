@@ -103,7 +103,14 @@ def test_page_renders_pipelines_charts_records_and_registry(browser, ui_server, 
     driver.save_screenshot(str(shot))
 
     rows = {row.get_attribute("data-pipeline"): row for row in css(driver, "#pipelines tbody tr")}
-    assert set(rows) == {"recommender_training", "user_engagement_features"}
+    # every loader file's pipelines, the broken spec's placeholder too
+    assert set(rows) == {
+        "recommender_training",
+        "user_engagement_features",
+        "ranking_features",
+        "deep_nesting",
+    }
+    assert "invalid spec" in rows["deep_nesting"].text
     cells = [cell.text for cell in css(rows["recommender_training"], "td")]
     assert (
         cells[1:6] == ["3.2.1", cells[2], "dev", "0 3 * * *", "recommendations-team"] and len(cells[2]) == 12

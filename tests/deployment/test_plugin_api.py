@@ -1,7 +1,9 @@
 """The ML Pipelines plugin in a real api-server: registration, authentication, authorization, data.
 
 Against ``ui_server`` (conftest.py): real runs and records, the repo's ``plugins/`` folder and the
-package's entry point both present, an auth manager with restricted users.
+package's entry point both present, an auth manager with restricted users, two loader files
+(``dags/`` and ``dags/ranking/``) and a hostile deeply nested spec. The api-server knows the
+pipelines from the serialized DAGs ``airflow dags reserialize`` stored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from airflow_processes import AIRFLOW, REPO
 from airflow_mlpipe.spec import load_folder
 
 API = "/mlpipe/api"
+PIPELINES = {"recommender_training", "user_engagement_features", "ranking_features", "deep_nesting"}
 DATA_ROUTES = [
     f"{API}/pipelines",
     f"{API}/pipelines/recommender_training/records",
@@ -83,16 +86,14 @@ def test_session_cookie_is_accepted_like_the_ui_does(ui_server):
     token = ui_server.api("viewer").token
     response = httpx.get(f"{ui_server.base_url}{API}/pipelines", cookies={"_token": token})
     assert response.status_code == 200
-    assert {p["name"] for p in response.json()["pipelines"]} == {
-        "recommender_training",
-        "user_engagement_features",
-    }
+    assert {p["name"] for p in response.json()["pipelines"]} == PIPELINES
 
 
 def test_pipelines_list_spec_summaries_with_latest_records(ui_server):
     data = ui_server.api("viewer").get(f"{API}/pipelines")
     specs = load_folder(ui_server.dags / "pipelines", "dev")
-    assert data["environment"] == "dev" and data["total_entries"] == 2
+    assert data["environment"] == "dev" and data["total_entries"] == len(PIPELINES)
+    assert data["loader_files"] == ["mlpipe_loader.py", "ranking/mlpipe_loader.py"]
     by_name = {p["name"]: p for p in data["pipelines"]}
 
     recommender = by_name["recommender_training"]
@@ -105,6 +106,11 @@ def test_pipelines_list_spec_summaries_with_latest_records(ui_server):
     assert recommender["owners"] == ["recommendations-team"]
     assert recommender["dag_path"] == "dags/recommender_training"
     assert recommender["thresholds"] == {"recall@10": 0.15, "ndcg@10": 0.12}
+    assert recommender["loader_file"] == "mlpipe_loader.py" and recommender["is_paused"] is not None
+    # the dev overlay's registry, not the base spec's
+    [location] = recommender["registries"]
+    assert location["uri"] == f"file://{ui_server.registry}/recommender_training"
+    assert (location["stage"], location["alias"], location["conn_id"]) == ("register", "production", None)
     assert [s["name"] for s in recommender["stages"]] == [
         "extract",
         "transform_features",
@@ -152,7 +158,16 @@ def test_records_newest_first_with_their_runs(ui_server):
     page = api.get(f"{API}/pipelines/recommender_training/records", limit=1, offset=1)
     assert [r["run_id"] for r in page["records"]] == [runs["second"]] and page["total_entries"] == 3
     assert api.status(f"{API}/pipelines/no_such_pipeline/records") == 404
-    assert api.status(f"{API}/pipelines/recommender_training/records?limit=0") == 422
+
+
+OUT_OF_BOUNDS = ["limit=0", "limit=501", "offset=-1", "offset=1000001", "offset=" + "9" * 25]
+
+
+@pytest.mark.parametrize("query", OUT_OF_BOUNDS)
+def test_paging_out_of_bounds_is_a_422_not_a_server_error(ui_server, query):
+    api = ui_server.api("viewer")
+    assert api.status(f"{API}/pipelines/recommender_training/records?{query}") == 422
+    assert api.status(f"{API}/pipelines/recommender_training/records?limit=500&offset=1000000") == 200
 
 
 def test_registry_versions_and_production_alias(ui_server):
@@ -166,8 +181,41 @@ def test_registry_versions_and_production_alias(ui_server):
     alias_file = ui_server.registry / "recommender_training" / "aliases" / "production.json"
     expected = json.loads(alias_file.read_text())["version"] if alias_file.exists() else None
     assert model["alias"] == "production" and model["alias_version"] == expected
-    # The spec's own registry (file:///tmp/mlpipe/models/acme/) is listed too, readable or empty.
-    assert "file:///tmp/mlpipe/models/acme/recommender_training" in models
+    # Only what the current spec names: not the base spec's registry the overlay replaced.
+    assert list(models) == [f"file://{ui_server.registry}/recommender_training"]
+    assert ui_server.api("viewer").get(f"{API}/pipelines/user_engagement_features/registry")["models"] == []
+
+
+def test_a_second_loader_files_pipelines_are_listed_with_working_routes(ui_server):
+    api = ui_server.api("viewer")
+    by_name = {p["name"]: p for p in api.get(f"{API}/pipelines")["pipelines"]}
+    ranking = by_name["ranking_features"]
+    assert ranking["valid"] is True and ranking["loader_file"] == "ranking/mlpipe_loader.py"
+    assert (ranking["version"], ranking["schedule"]) == ("1.0.0", "@daily")
+    assert ranking["owners"] == ["ranking-team"]
+    assert [s["name"] for s in ranking["stages"]] == ["extract", "engagement"]
+    assert ranking["latest_run"] is None and ranking["latest_record"] is None
+    records = api.get(f"{API}/pipelines/ranking_features/records")
+    assert records == {"pipeline": "ranking_features", "records": [], "total_entries": 0}
+    registry = api.get(f"{API}/pipelines/ranking_features/registry")
+    assert registry == {"pipeline": "ranking_features", "models": []}
+
+
+def test_a_deeply_nested_spec_does_not_take_the_api_server_down(ui_server):
+    spec = ui_server.dags / "ranking" / "pipelines" / "deep_nesting.yaml"
+    assert spec.read_text().count("- ") >= 30_000  # the hostile file is in the dags folder
+    api = ui_server.api("viewer")
+    pipelines = api.get(f"{API}/pipelines")["pipelines"]
+    ui_server.processes.check_alive()  # the api-server process is still the one we started
+    assert api.get("/api/v2/version")["version"]
+    deep = [p for p in pipelines if p["name"] == "deep_nesting"]
+    if deep:  # a placeholder: shown as invalid, with the reason
+        [entry] = deep
+        assert entry["valid"] is False and entry["stages"] == []
+        assert "deep_nesting.yaml" in entry["problems"][0] and "nest" in entry["problems"][0]
+        assert api.get(f"{API}/pipelines/deep_nesting/records")["total_entries"] == 0
+    # the rest of its folder is unaffected
+    assert "ranking_features" in {p["name"] for p in pipelines}
 
 
 def test_authorization_is_per_dag_and_agrees_with_the_rest_api(ui_server):
@@ -181,7 +229,7 @@ def test_authorization_is_per_dag_and_agrees_with_the_rest_api(ui_server):
 
     auditor = ui_server.api("auditor")  # may read DAGs and runs, not XComs
     by_name = {p["name"]: p for p in auditor.get(f"{API}/pipelines")["pipelines"]}
-    assert set(by_name) == {"recommender_training", "user_engagement_features"}
+    assert set(by_name) == PIPELINES
     assert by_name["recommender_training"]["latest_record"] is None
     assert auditor.status(f"{API}/pipelines/recommender_training/records") == 403
     run = ui_server.runs["first"]

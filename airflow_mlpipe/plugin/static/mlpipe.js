@@ -438,7 +438,9 @@
       const data = await api("pipelines");
       state.pipelines = data.pipelines;
       const wanted = decodeURIComponent(window.location.hash.slice(1));
-      state.selected = data.pipelines.some((p) => p.name === wanted) ? wanted : (data.pipelines[0] || {}).name || null;
+      // Without a choice in the URL: the first pipeline that has run, else the first valid one.
+      const first = data.pipelines.find((p) => p.valid && p.latest_run) || data.pipelines.find((p) => p.valid) || data.pipelines[0];
+      state.selected = data.pipelines.some((p) => p.name === wanted) ? wanted : (first || {}).name || null;
       renderOverview(data);
       showStatus(data.pipelines.length ? "" : "No pipelines you may read: no DAG tagged mlpipe has been parsed yet, or none is yours to read.");
       if (state.selected) await loadDetail(state.selected);
