@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PIPELINE, write_specs
 
 from airflow_mlpipe import factory
 from airflow_mlpipe.plugin import summaries
 from airflow_mlpipe.plugin.summaries import snapshot, summary
+
+from .conftest import PIPELINE, write_specs
 
 BROKEN = """\
     name: broken
