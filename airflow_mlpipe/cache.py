@@ -95,7 +95,7 @@ class StageCache:
             fingerprint=fingerprint,
             run_id=run_id,
             created_at=datetime.now(timezone.utc).replace(microsecond=0),
-            outputs=StageOutputs(outputs.artifacts, outputs.metrics, outputs.digests),
+            outputs=outputs,
         )
         path = self._entry_path(stage, fingerprint)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,8 +49,6 @@ class _OutputsModel(BaseModel):
     artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> URI")
     metrics: dict[str, float] = Field(default_factory=dict, description="metric name -> value")
     digests: dict[str, str] = Field(default_factory=dict, description="artifact name -> content digest")
-    fingerprint: str | None = Field(None, description="what the stage run depended on, hashed")
-    cached_from: str | None = Field(None, description="the run that computed these outputs, on a cache hit")
 
 
 class StageOutputs(Mapping[str, Mapping[str, Any]]):
@@ -58,25 +56,20 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
 
     Read-only, and shaped like the dict ``run`` returns: ``outputs["artifacts"]["model"]`` and
     ``outputs.artifacts["model"]`` are the same value. ``digests`` (artifact name -> content
-    digest), the stage run's ``fingerprint`` and, on a cache hit, ``cached_from`` (the run that
-    computed the outputs) are added by the operator; they are not keys of the mapping.
+    digest) are added by the operator after ``run``; they are not a key of the mapping.
     """
 
-    __slots__ = ("_artifacts", "_digests", "_metrics", "cached_from", "fingerprint")
+    __slots__ = ("_artifacts", "_digests", "_metrics")
 
     def __init__(
         self,
         artifacts: Mapping[str, str] | None = None,
         metrics: Mapping[str, float] | None = None,
         digests: Mapping[str, str] | None = None,
-        fingerprint: str | None = None,
-        cached_from: str | None = None,
     ) -> None:
         self._artifacts: Mapping[str, str] = MappingProxyType(dict(artifacts or {}))
         self._metrics: Mapping[str, float] = MappingProxyType(dict(metrics or {}))
         self._digests: Mapping[str, str] = MappingProxyType(dict(digests or {}))
-        self.fingerprint = fingerprint
-        self.cached_from = cached_from
 
     @classmethod
     def validate(cls, value: Any) -> StageOutputs:
@@ -84,7 +77,7 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
         if isinstance(value, StageOutputs):
             return value
         model = _OutputsModel.model_validate(value or {})
-        return cls(model.artifacts, model.metrics, model.digests, model.fingerprint, model.cached_from)
+        return cls(model.artifacts, model.metrics, model.digests)
 
     @property
     def artifacts(self) -> Mapping[str, str]:
@@ -98,11 +91,9 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
     def digests(self) -> Mapping[str, str]:
         return self._digests
 
-    def with_provenance(
-        self, digests: Mapping[str, str], fingerprint: str | None, cached_from: str | None = None
-    ) -> StageOutputs:
-        """These outputs with their artifacts' digests, the stage run's fingerprint and origin."""
-        return StageOutputs(self._artifacts, self._metrics, digests, fingerprint, cached_from)
+    def with_digests(self, digests: Mapping[str, str]) -> StageOutputs:
+        """These outputs with their artifacts' content digests."""
+        return StageOutputs(self._artifacts, self._metrics, digests)
 
     def __getitem__(self, key: str) -> Mapping[str, Any]:
         if key == "artifacts":
@@ -121,14 +112,10 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
         return f"StageOutputs({self.to_dict()!r})"
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain, JSON-safe copy: what the stage's XCom holds (provenance when there is some)."""
+        """A plain, JSON-safe copy (``digests`` when there are any)."""
         plain: dict[str, Any] = {"artifacts": dict(self._artifacts), "metrics": dict(self._metrics)}
         if self._digests:
             plain["digests"] = dict(self._digests)
-        if self.fingerprint:
-            plain["fingerprint"] = self.fingerprint
-        if self.cached_from:
-            plain["cached_from"] = self.cached_from
         return plain
 
     @classmethod

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_mlpipe.contract import StageOutputs
+
 #: The run conf key (and DAG param) holding trigger-time config overrides per stage.
 OVERRIDES_PARAM = "overrides"
 #: The run conf key (and DAG param): ``false`` recomputes every stage instead of using the cache.
@@ -44,6 +48,31 @@ class PipelineRef:
 
 class OverrideError(ValueError):
     """A run's trigger-time overrides that the pipeline does not allow; no stage may run with them."""
+
+
+class StageResult(BaseModel):
+    """A stage task's XCom: its outputs, and where they came from.
+
+    Downstream stages read ``outputs``; the execution record reads all of it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    digests: dict[str, str] = Field(default_factory=dict, description="artifact name -> content digest")
+    fingerprint: str | None = Field(None, description="what this stage run depended on, hashed")
+    cached_from: str | None = Field(None, description="on a cache hit: the run that computed the outputs")
+    config: dict[str, Any] = Field(default_factory=dict, description="the resolved config (secrets masked)")
+
+    @classmethod
+    def from_xcom(cls, value: Any) -> StageResult:
+        """A stage's XCom as a result (an empty one when the stage pushed nothing)."""
+        return cls.model_validate(value or {})
+
+    @property
+    def outputs(self) -> StageOutputs:
+        return StageOutputs(self.artifacts, self.metrics, self.digests)
 
 
 def run_overrides(conf: Mapping[str, Any] | None, pipeline: PipelineRef) -> dict[str, dict[str, Any]]:

@@ -53,6 +53,9 @@ class ExecutionRecord(BaseModel):
     fingerprints: dict[str, str] = Field(
         default_factory=dict, description="stage -> fingerprint of what its run depended on"
     )
+    configs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="completed stage -> its resolved config (secrets masked)"
+    )
     stages_cached: list[str] = Field(default_factory=list, description="completed from the stage cache")
     cached_from: dict[str, str] = Field(
         default_factory=dict, description="cached stage -> run id of the run that computed it"

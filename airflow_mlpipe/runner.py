@@ -50,10 +50,10 @@ def check_outputs(component: Component, config: BaseModel, result: Any) -> Stage
             f"component '{component.name}' returned {result!r}; expected "
             f"{{'artifacts': {{name: uri}}, 'metrics': {{name: number}}}}:\n{exc}"
         ) from None
-    if outputs.digests or outputs.fingerprint or outputs.cached_from:
+    if outputs.digests:
         raise ContractError(
-            f"component '{component.name}' returned digests or a fingerprint; run() returns "
-            "artifacts and metrics, and the operator adds their provenance"
+            f"component '{component.name}' returned 'digests'; run() returns artifacts and "
+            "metrics, and the operator computes the artifacts' digests"
         )
     produces = component.produces(config)
     missing = produces.missing_from(outputs) if produces else []

@@ -21,6 +21,7 @@ from airflow_mlpipe.pipeline_run import (
     ERROR_XCOM_KEY,
     OverrideError,
     PipelineRef,
+    StageResult,
     cache_wanted,
     deep_merge,
     error_text,
@@ -93,16 +94,15 @@ class ComponentOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
         try:
-            outputs = self._run_component(context)
+            result = self._run_component(context)
         except Exception as exc:
             # The execution record and the failure e-mail quote this.
             context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=error_text(f"{type(exc).__name__}: {exc}"))
             raise
         self.log.info("Stage '%s' finished in %.2f s", self.task_id, time.monotonic() - started)
-        # Even a stage with no outputs hands on its fingerprint, for the record.
-        return outputs.to_dict()
+        return result.model_dump(mode="json", exclude_none=True)
 
-    def _run_component(self, context: Context) -> StageOutputs:
+    def _run_component(self, context: Context) -> StageResult:
         from airflow.sdk.exceptions import AirflowFailException
         from airflow.sdk.log import redact
 
@@ -129,20 +129,22 @@ class ComponentOperator(BaseOperator):
 
         ti = context["ti"]
         inputs = {
-            upstream: StageOutputs.validate(ti.xcom_pull(task_ids=upstream))
+            upstream: StageResult.from_xcom(ti.xcom_pull(task_ids=upstream)).outputs
             for upstream in sorted(self.upstream_task_ids)
         }
         for upstream, upstream_outputs in inputs.items():
             self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.to_dict()))
 
-        fingerprint = stage_fingerprint(component, config.model_dump(mode="json"), inputs)
+        resolved = config.model_dump(mode="json")
+        fingerprint = stage_fingerprint(component, resolved, inputs)
         self.log.info("Fingerprint: %s", fingerprint)
+        provenance = {"fingerprint": fingerprint, "config": redact(resolved)}
         cache = self._stage_cache(context)
         if cache is not None:
             hit = cache.lookup(self.task_id, fingerprint, self.cache_ttl)
             if hit is not None:
                 self.log.info("cache hit: fingerprint %s from run %s", fingerprint, hit.run_id)
-                return hit.outputs.with_provenance(hit.outputs.digests, fingerprint, cached_from=hit.run_id)
+                return StageResult(**hit.outputs.to_dict(), cached_from=hit.run_id, **provenance)
             self.log.info("cache miss: fingerprint %s", fingerprint)
 
         artifact_dir = stage_artifact_dir(
@@ -172,14 +174,14 @@ class ComponentOperator(BaseOperator):
             outputs = run_stage(component, config, component_context)
         except ContractError as exc:
             raise AirflowFailException(f"stage '{self.task_id}': {exc}") from None
-        outputs = outputs.with_provenance(self._digests(outputs), fingerprint)
+        outputs = outputs.with_digests(self._digests(outputs))
         for name, uri in outputs.artifacts.items():
             self.log.info("Artifact %s: %s (%s)", name, uri, outputs.digests.get(name, "no digest"))
         for name, value in outputs.metrics.items():
             self.log.info("Metric %s = %s", name, value)
         if self.cache:  # a run with the cache off still refreshes the entry
             self._store(outputs, fingerprint, ti.run_id)
-        return outputs
+        return StageResult(**outputs.to_dict(), **provenance)
 
     def _stage_cache(self, context: Context) -> StageCache | None:
         """The stage cache to look in, or ``None`` when the stage or this run does not use it."""

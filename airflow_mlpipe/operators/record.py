@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, TriggerRule
 
 from airflow_mlpipe import __version__, settings
-from airflow_mlpipe.contract import StageOutputs
 from airflow_mlpipe.pipeline_run import (
     ERROR_XCOM_KEY,
     OVERRIDES_PARAM,
     PipelineRef,
+    StageResult,
     error_text,
     resolve_git_commit,
 )
@@ -81,12 +81,7 @@ class ExecutionRecordOperator(BaseOperator):
         breadcrumbs = task_breadcrumbs(ti)
         states = {stage: breadcrumbs.get(stage, {}).get("state") for stage in self.stages}
         completed, failed, skipped = classify_stages(self.stages, states)
-        results = {stage: StageOutputs.validate(ti.xcom_pull(task_ids=stage)) for stage in completed}
-        # The record keeps fingerprints in a field of their own; outputs are what came out.
-        outputs = {
-            stage: StageOutputs(result.artifacts, result.metrics, result.digests)
-            for stage, result in results.items()
-        }
+        results = {stage: StageResult.from_xcom(ti.xcom_pull(task_ids=stage)) for stage in completed}
         # Stages mask their errors when they push them; masking again here costs nothing and
         # covers an error pushed by other code.
         errors = {
@@ -111,7 +106,7 @@ class ExecutionRecordOperator(BaseOperator):
             stages_completed=completed,
             stages_failed=failed,
             stages_skipped=skipped,
-            outputs=outputs,
+            outputs={stage: result.outputs for stage, result in results.items()},
             stage_durations=durations,
             errors=errors,
             fingerprints={
@@ -121,6 +116,7 @@ class ExecutionRecordOperator(BaseOperator):
             cached_from={
                 stage: result.cached_from for stage, result in results.items() if result.cached_from
             },
+            configs={stage: result.config for stage, result in results.items()},
             overrides=dict(conf.get(OVERRIDES_PARAM) or {}),
             airflow_version=airflow_version,
             mlpipe_version=__version__,

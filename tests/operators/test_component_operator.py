@@ -166,13 +166,20 @@ def test_a_component_exception_carrying_a_secret_is_masked_in_the_error_xcom(run
     assert secret not in error
 
 
-def test_a_stage_with_no_outputs_hands_on_only_its_fingerprint(run_task: RunTask) -> None:
+def test_a_stage_with_no_outputs_hands_on_its_fingerprint_and_config(run_task: RunTask) -> None:
     tasks = build({"quiet": ("mlpipe_op_steps.quiet", {})})
     ti = TaskInstanceStub("ops", "run1")
 
     result = run_task(tasks["quiet"], ti)
 
-    assert result == {"artifacts": {}, "metrics": {}, "fingerprint": result["fingerprint"]}
+    assert result == {
+        "artifacts": {},
+        "metrics": {},
+        "digests": {},
+        "config": {},
+        "fingerprint": result["fingerprint"],
+    }
+    assert len(result["fingerprint"]) == 64
 
 
 def test_each_try_writes_into_a_folder_of_its_own(run_task: RunTask, operator_env: Path) -> None:

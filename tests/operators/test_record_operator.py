@@ -44,7 +44,14 @@ def context_for(ti: TaskInstanceStub, conf: dict | None = None) -> dict:
 
 def test_a_successful_run_returns_the_record_once_with_typed_fields() -> None:
     ti = CountingTaskInstance("ops", "run1", states={"make": "success", "use": "success"})
-    ti.xcoms[("make", "return_value")] = {"artifacts": {"table": "file:///t"}, "metrics": {"rows": 3}}
+    ti.xcoms[("make", "return_value")] = {
+        "artifacts": {"table": "file:///t"},
+        "metrics": {"rows": 3},
+        "digests": {"table": "sha256:ab"},
+        "fingerprint": "f1",
+        "config": {"rows": 3, "password": "***"},
+    }
+    ti.xcoms[("use", "return_value")] = {"fingerprint": "f2", "cached_from": "run0", "config": {}}
 
     value = record_task().execute(context_for(ti, {"overrides": {"make": {}}}))
 
@@ -57,6 +64,14 @@ def test_a_successful_run_returns_the_record_once_with_typed_fields() -> None:
     assert record.outputs["make"]["artifacts"]["table"] == "file:///t"
     assert record.outputs["use"].artifacts == {}
     assert record.stage_durations == {"make": 1.5, "use": 1.5}
+    assert value["outputs"]["make"] == {
+        "artifacts": {"table": "file:///t"},
+        "metrics": {"rows": 3.0},
+        "digests": {"table": "sha256:ab"},
+    }
+    assert record.fingerprints == {"make": "f1", "use": "f2"}
+    assert record.stages_cached == ["use"] and record.cached_from == {"use": "run0"}
+    assert record.configs == {"make": {"rows": 3, "password": "***"}, "use": {}}
 
 
 def test_a_failed_run_pushes_the_record_once_then_fails_with_masked_errors() -> None:
