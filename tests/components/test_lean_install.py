@@ -61,6 +61,8 @@ def test_parse_extract_and_features_work_without_the_ml_stack(tmp_path: Path) ->
     assert report["ml_modules_loaded"] == []
     assert set(report["imported_components"]) >= BUILTINS
 
+    # `mlpipe validate` and the factory work on the reference specs.
+    assert report["validate_exit_code"] == 0, report["validate_output"]
     # The reference DAGs are real DAGs, not placeholders for a spec that failed to load.
     dags = report["dags"]
     assert set(dags) == {"recommender_training", "user_engagement_features"}

@@ -2,7 +2,7 @@
 
 A ``sys.meta_path`` finder refuses numpy, scipy, implicit and threadpoolctl (as if the
 ``recommender`` extra were not installed) before anything else is imported. Then this script
-imports every built-in component, builds the DAGs of a spec folder, runs the extract and the
+imports every built-in component, validates a spec folder and builds its DAGs, runs the extract and the
 features components against a SQLite file, tries training, and prints what happened as JSON.
 
     AIRFLOW_CONN_LEAN_DB=sqlite:///events.db python without_ml_stack.py SPEC_FOLDER WORK_DIR
@@ -42,6 +42,16 @@ def main() -> None:
 
     # Resolving imports each module and checks it keeps the contract.
     report["imported_components"] = [resolve_component(name, ()).name for name in available_components()]
+
+    import contextlib
+    import io
+
+    from airflow_mlpipe.cli import main as mlpipe
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        report["validate_exit_code"] = mlpipe(["validate", str(spec_folder)])
+    report["validate_output"] = printed.getvalue()
 
     from airflow_mlpipe.factory import build_dags
 
