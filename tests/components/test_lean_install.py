@@ -1,5 +1,6 @@
 """Without the ``recommender`` extra (no numpy, scipy, implicit, threadpoolctl) the package still
-parses pipelines and extracts data, and training says what to install.
+validates and parses pipelines, extracts, builds features and registers models, and training
+says what to install.
 
 The checks run in a fresh interpreter (``without_ml_stack.py``) whose import system refuses the
 ML stack, because this test process has it loaded already.
@@ -34,7 +35,7 @@ ROWS = [
 ]
 
 
-def test_parse_extract_and_features_work_without_the_ml_stack(tmp_path: Path) -> None:
+def test_parse_extract_features_and_registry_work_without_the_ml_stack(tmp_path: Path) -> None:
     database = tmp_path / "events.db"
     with sqlite3.connect(database) as connection:
         connection.execute("CREATE TABLE user_events (user_id, item_id, event_type, value, date)")
@@ -82,6 +83,10 @@ def test_parse_extract_and_features_work_without_the_ml_stack(tmp_path: Path) ->
     assert features["metrics"] == {"events": 4, "users": 2, "items": 2, "interactions": 3}
     interactions = pq.read_table(features["artifacts"]["interactions"].removeprefix("file://"))
     assert interactions.to_pydict()["weight"] == [1.0, 10.0, 4.0]  # view; purchase; click + view
+
+    # The registry copies them into version 1 and promotes it, numpy-free as well.
+    assert report["register"]["metrics"]["version"] == 1.0
+    assert report["register"]["metrics"]["promoted"] == 1.0
 
     # Training names the missing modules and the install command instead of failing on an import.
     assert report["training_missing_modules"] == ["numpy", "scipy", "implicit", "threadpoolctl"]

@@ -2,8 +2,9 @@
 
 A ``sys.meta_path`` finder refuses numpy, scipy, implicit and threadpoolctl (as if the
 ``recommender`` extra were not installed) before anything else is imported. Then this script
-imports every built-in component, validates a spec folder and builds its DAGs, runs the extract and the
-features components against a SQLite file, tries training, and prints what happened as JSON.
+imports every built-in component, validates a spec folder and builds its DAGs, runs the
+extract, features and registry components on a SQLite table, tries training, and prints what
+happened as JSON.
 
     AIRFLOW_CONN_LEAN_DB=sqlite:///events.db python without_ml_stack.py SPEC_FOLDER WORK_DIR
 """
@@ -83,6 +84,14 @@ def main() -> None:
         stage="features",
     )
     report["features"] = featured.to_dict()
+    registered = run_component(
+        "registry.register_model",
+        {"registry": (work_dir / "registry").as_uri(), "model_name": "lean", "promote_if": "always"},
+        inputs={"features": featured.to_dict()},
+        artifact_dir=work_dir / "register",
+        stage="register",
+    )
+    report["register"] = registered.to_dict()
 
     training = resolve_component("model.matrix_factorization", ())
     assert training.extra is not None
