@@ -164,11 +164,18 @@ class Extra:
     distribution: str = "airflow-mlpipe"
 
     def missing_modules(self) -> list[str]:
-        return [module for module in self.modules if importlib.util.find_spec(module) is None]
+        return [module for module in self.modules if not _findable(module)]
 
     @property
     def install_command(self) -> str:
         return f'pip install "{self.distribution}[{self.name}]"'
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a parent package that fails
+        return False
 
 
 #: The values of a component module's optional ``cache`` attribute.

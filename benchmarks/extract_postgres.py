@@ -94,7 +94,7 @@ def child_component(schema: str, batch_size: int, out_dir: str) -> None:
         log=logging.getLogger("bench.extract"),
     )
     config = database.Config(
-        query=f"SELECT {COLUMNS} FROM {schema}.user_events", connection="bench_pg", batch_size=batch_size
+        query=f"SELECT {COLUMNS} FROM {schema}.user_events", conn_id="bench_pg", batch_size=batch_size
     )
     rss_before = benchlib.peak_rss_mb()
     started = time.perf_counter()

@@ -8,6 +8,7 @@ import sys
 import pytest
 from pydantic import BaseModel
 
+from airflow_mlpipe.contract import overridable_fields
 from airflow_mlpipe.resolver import resolve_component
 
 COMPONENTS = [
@@ -50,3 +51,29 @@ def test_registry_assets_are_declared_without_io(tmp_path):
     (asset,) = component.assets(config, "pipeline")
     assert asset.uri == f"file://{tmp_path}/nowhere/m"
     assert not (tmp_path / "nowhere").exists()
+
+
+#: What a trigger may change per built-in: the tuning knobs, never a query, connection,
+#: parameters, registry, model name, alias, promote_if or thresholds.
+OVERRIDABLE = {
+    "data.extract.database": {"batch_size"},
+    "features.user_engagement": {"window_days"},
+    "model.matrix_factorization": {"epochs", "factors", "regularization", "alpha"},
+    "evaluation.recommender": {"metrics"},
+    "registry.register_model": set(),
+}
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_overridable_fields_are_exactly_the_tuning_knobs(name):
+    config = resolve_component(name, allowed_prefixes=()).config_model
+    assert overridable_fields(config) == OVERRIDABLE[name]
+    # The mark is what editors and `mlpipe components` see too: in the JSON schema, nowhere else.
+    properties = config.model_json_schema()["properties"]
+    marked = {field for field, schema in properties.items() if schema.get("overridable") is True}
+    assert marked == OVERRIDABLE[name]
+
+
+@pytest.mark.parametrize("name", COMPONENTS[:4])
+def test_built_ins_declare_their_inputs_and_outputs(name):
+    assert resolve_component(name, allowed_prefixes=()).declares_io

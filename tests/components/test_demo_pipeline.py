@@ -25,7 +25,7 @@ DS = "2024-05-31"  # the daily run covering 2024-05-31, whose data interval ends
 REFERENCE = {
     "extract": {
         "query": "SELECT * FROM user_events WHERE date > :cutoff",
-        "connection": "analytics_db",
+        "conn_id": "analytics_db",
         "batch_size": 10000,
         "parameters": {"cutoff": "2024-03-02"},  # {{ macros.ds_add(ds, -90) }}
     },

@@ -6,6 +6,7 @@ import math
 import os
 import sqlite3
 import uuid
+import warnings
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,6 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from airflow_mlpipe.components.data.extract import database
+from airflow_mlpipe.contract import ConfigDeprecationWarning
+from airflow_mlpipe.testing import run_component
 
 PG_URI = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -38,7 +41,7 @@ def test_sqlite_query_uses_named_bind_parameters(tmp_path, make_context, sqlite_
     sqlite_connection("analytics_db", small_demo_db)
     config = database.Config(
         query="SELECT * FROM user_events WHERE date > :cutoff AND event_type = :kind ORDER BY rowid",
-        connection="analytics_db",
+        conn_id="analytics_db",
         parameters={"cutoff": "2024-05-15", "kind": "purchase"},
         batch_size=500,
     )
@@ -69,7 +72,7 @@ def test_a_malicious_parameter_value_is_compared_as_data(tmp_path, make_context,
     sqlite_connection("analytics_db", db)
     config = database.Config(
         query="SELECT user_id FROM user_events WHERE event_type = :kind",
-        connection="analytics_db",
+        conn_id="analytics_db",
         parameters={"kind": injection},
     )
     result = database.run(config, make_context("extract"))
@@ -84,7 +87,7 @@ def test_rows_are_streamed_in_batches_one_row_group_each(tmp_path, make_context,
     rows = [(i, i % 17, "view", i / 10, f"2024-05-{1 + i % 28:02d}") for i in range(1_234)]
     sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", rows))
     config = database.Config(
-        query="SELECT * FROM user_events ORDER BY user_id", connection="analytics_db", batch_size=100
+        query="SELECT * FROM user_events ORDER BY user_id", conn_id="analytics_db", batch_size=100
     )
     result = database.run(config, make_context("extract"))
 
@@ -97,10 +100,10 @@ def test_rows_are_streamed_in_batches_one_row_group_each(tmp_path, make_context,
 
 def test_parameters_must_match_the_query_before_anything_runs(make_context):
     # The connection does not exist: the check has to fail before any connection is made.
-    missing = database.Config(query="SELECT 1 WHERE 1 > :cutoff", connection="nowhere", parameters={})
+    missing = database.Config(query="SELECT 1 WHERE 1 > :cutoff", conn_id="nowhere", parameters={})
     with pytest.raises(ValueError, match="no value for it"):
         database.run(missing, make_context("extract"))
-    unused = database.Config(query="SELECT 1", connection="nowhere", parameters={"cutoff": "2024-01-01"})
+    unused = database.Config(query="SELECT 1", conn_id="nowhere", parameters={"cutoff": "2024-01-01"})
     with pytest.raises(ValueError, match="do not appear in the query"):
         database.run(unused, make_context("extract"))
 
@@ -109,7 +112,7 @@ def test_an_empty_result_still_writes_a_readable_file(tmp_path, make_context, sq
     sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", [(1, 1, "view", 1.0, "2024-05-01")]))
     config = database.Config(
         query="SELECT user_id, date FROM user_events WHERE date > :cutoff",
-        connection="analytics_db",
+        conn_id="analytics_db",
         parameters={"cutoff": "2030-01-01"},
     )
     result = database.run(config, make_context("extract"))
@@ -124,12 +127,12 @@ def test_column_types_fix_what_the_first_batch_cannot_tell(tmp_path, make_contex
     sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", rows))
     query = "SELECT user_id, value FROM user_events ORDER BY user_id"
 
-    untyped = database.Config(query=query, connection="analytics_db", batch_size=1)
+    untyped = database.Config(query=query, conn_id="analytics_db", batch_size=1)
     with pytest.raises(ValueError, match="column_types"):
         database.run(untyped, make_context("extract"))
 
     typed = database.Config(
-        query=query, connection="analytics_db", batch_size=1, column_types={"value": "float64"}
+        query=query, conn_id="analytics_db", batch_size=1, column_types={"value": "float64"}
     )
     table = _read(database.run(typed, make_context("extract"))["artifacts"]["data"]).read()
     assert str(table.schema.field("value").type) == "double"
@@ -138,9 +141,50 @@ def test_column_types_fix_what_the_first_batch_cannot_tell(tmp_path, make_contex
 
 def test_config_rejects_unknown_fields_and_types():
     with pytest.raises(ValidationError, match="extra"):
-        database.Config(query="SELECT 1", connection="db", batchsize=10)
+        database.Config(query="SELECT 1", conn_id="db", batchsize=10)
     with pytest.raises(ValidationError, match="unknown Arrow types"):
-        database.Config(query="SELECT 1", connection="db", column_types={"a": "float"})
+        database.Config(query="SELECT 1", conn_id="db", column_types={"a": "float"})
+
+
+def test_the_old_connection_field_still_works_and_warns(tmp_path, sqlite_connection):
+    sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", [(1, 1, "view", 1.0, "2024-05-01")]))
+
+    with pytest.warns(ConfigDeprecationWarning) as caught:
+        config = database.Config(query="SELECT * FROM user_events", connection="analytics_db")
+
+    [warning] = caught
+    assert str(warning.message) == "'connection' is deprecated; use 'conn_id'"
+    assert warning.message.field == "connection"  # mlpipe validate points at this key's line
+    assert config.conn_id == "analytics_db"
+    assert "connection" not in config.model_dump()
+    # ...and the stage runs as before (the runner validates the old spelling the same way).
+    with pytest.warns(ConfigDeprecationWarning):
+        outputs = run_component(
+            "data.extract.database",
+            {"query": "SELECT * FROM user_events", "connection": "analytics_db"},
+            artifact_dir=tmp_path / "out",
+        )
+    assert outputs.metrics["rows"] == 1
+
+
+def test_conn_id_and_the_old_connection_field_together_are_refused():
+    with pytest.raises(ValidationError, match=r"both 'conn_id' and 'connection'.*remove 'connection'"):
+        database.Config(query="SELECT 1", conn_id="a", connection="b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name alone warns about nothing
+        assert database.Config(query="SELECT 1", conn_id="a").conn_id == "a"
+
+
+def test_the_json_schema_accepts_either_name_and_marks_the_old_one_deprecated():
+    import jsonschema
+
+    schema = database.Config.model_json_schema()
+    assert schema["properties"]["connection"]["deprecated"] is True
+    jsonschema.validate({"query": "SELECT 1", "conn_id": "db"}, schema)
+    jsonschema.validate({"query": "SELECT 1", "connection": "db"}, schema)
+    for wrong in ({"query": "SELECT 1"}, {"query": "SELECT 1", "conn_id": "db", "connection": "db"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(wrong, schema)
 
 
 @pytest.fixture
@@ -190,7 +234,7 @@ def test_postgres_extract_streams_through_a_server_side_cursor(postgres_dsn, mak
     try:
         config = database.Config(
             query=f"SELECT * FROM {table} WHERE date > :cutoff AND event_type = :kind ORDER BY user_id",
-            connection="warehouse",
+            conn_id="warehouse",
             parameters={"cutoff": "2024-03-01", "kind": "x' OR '1'='1"},
             batch_size=300,
         )
@@ -233,7 +277,7 @@ def test_a_postgres_server_refusing_connections_fails_naming_the_connection(make
         "AIRFLOW_CONN_WAREHOUSE_DOWN", f"postgresql://etl:s3cret-pw@127.0.0.1:{_free_port()}/test"
     )
     context = make_context("extract")
-    config = database.Config(query="SELECT * FROM user_events", connection="warehouse_down")
+    config = database.Config(query="SELECT * FROM user_events", conn_id="warehouse_down")
 
     with pytest.raises(database.DatabaseUnavailableError) as failure:
         database.run(config, context)
@@ -251,7 +295,7 @@ def test_a_sqlite_file_in_a_missing_folder_fails_naming_the_connection(
     missing = tmp_path / "no" / "such" / "folder" / "analytics.db"
     sqlite_connection("analytics_db", missing)
     context = make_context("extract")
-    config = database.Config(query="SELECT * FROM user_events", connection="analytics_db")
+    config = database.Config(query="SELECT * FROM user_events", conn_id="analytics_db")
 
     with pytest.raises(
         database.DatabaseUnavailableError, match="Airflow connection 'analytics_db' \\(sqlite\\)"
@@ -273,7 +317,7 @@ def test_a_query_failing_half_way_leaves_no_data_artifact(tmp_path, make_context
             "SELECT user_id, CASE WHEN user_id >= 700 THEN abs(-9223372036854775807 - 1) ELSE item_id END "
             "AS item_id FROM user_events"
         ),
-        connection="analytics_db",
+        conn_id="analytics_db",
         batch_size=100,
         log_every_batches=1,
     )
@@ -300,7 +344,7 @@ def test_a_failure_while_publishing_leaves_only_a_file_marked_partial(
     monkeypatch.setattr(database, "_publish", storage_gone)
     context = make_context("extract")
     with pytest.raises(OSError, match="storage unavailable"):
-        database.run(database.Config(query="SELECT * FROM user_events", connection="analytics_db"), context)
+        database.run(database.Config(query="SELECT * FROM user_events", conn_id="analytics_db"), context)
     # Publishing failed after the file was complete: there is no data.parquet, nothing was
     # reported, and what is left says it is partial.
     assert _leftovers(context) == [database.PARTIAL_NAME]
@@ -315,7 +359,7 @@ def test_extract_into_an_object_store_publishes_only_the_finished_file(
     sqlite_connection("analytics_db", _events_db(tmp_path / "events.db", rows))
     good = make_context("extract")
     good.artifact_dir = ObjectStoragePath(f"s3://{s3_bucket}/artifacts/good/extract", conn_id=s3_conn_id)
-    config = database.Config(query="SELECT * FROM user_events", connection="analytics_db", batch_size=250)
+    config = database.Config(query="SELECT * FROM user_events", conn_id="analytics_db", batch_size=250)
 
     result = database.run(config, good)
 

@@ -143,7 +143,7 @@ def test_dockerfile_installs_this_package_on_a_matching_airflow_image():
     )
     assert requirement.specifier.contains(args["AIRFLOW_VERSION"]), (args, requirement)
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in dockerfile  # pip may not change Airflow
-    assert '"/opt/mlpipe[postgres]"' in dockerfile
+    assert '"/opt/mlpipe[postgres,recommender]"' in dockerfile  # the reference pipeline trains
     assert (
         "apache-airflow-providers-celery" in dockerfile
         and "apache-airflow-providers-amazon[s3fs]" in dockerfile

@@ -23,7 +23,8 @@ Artifacts: ``report`` (JSON with everything above), plus the upstream model arti
 ``user_index``, ``item_index``, ``split``, ``history``...) passed through, so a following
 ``registry.register_model`` stage finds them. Metrics: each metric, ``baseline.<metric>``,
 ``threshold.<metric>``, ``passed.<metric>``, ``all_metrics_passed``, ``users_evaluated``,
-``cold_start_users``, ``test_interactions``.
+``cold_start_users``, ``test_interactions``. Needs the ``recommender`` extra (numpy, scipy).
+Overridable at trigger time: ``metrics`` only (never the thresholds, which decide promotion).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airflow_mlpipe.components._metric_names import parse_metric
+from airflow_mlpipe.contract import OVERRIDABLE, Extra, Produces, Requires
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +50,11 @@ if TYPE_CHECKING:
 #: Upstream artifacts that are training data rather than part of the model: not passed on.
 DATA_ARTIFACTS = frozenset({"interactions"})
 REQUIRED_ARTIFACTS = ("model", "user_index", "item_index", "split", "interactions")
+#: The required artifacts passed on (every upstream artifact but the data ones is), and the report.
+ARTIFACTS = (*(name for name in REQUIRED_ARTIFACTS if name not in DATA_ARTIFACTS), "report")
+
+extra = Extra("recommender", modules=("numpy", "scipy"))
+requires = Requires(artifacts=REQUIRED_ARTIFACTS)
 
 
 class Config(BaseModel):
@@ -59,6 +66,7 @@ class Config(BaseModel):
         default_factory=lambda: ["recall@10", "ndcg@10", "coverage"],
         min_length=1,
         description="Metrics: recall@k, precision@k, ndcg@k, map@k, hit_rate@k (any k), coverage",
+        json_schema_extra={OVERRIDABLE: True},
     )
     test_split: float = Field(
         default=0.2, ge=0, lt=1, description="Fraction of pairs held out; must equal the training stage's"
@@ -97,6 +105,22 @@ class Config(BaseModel):
         return self
 
 
+def produces(config: Config) -> Produces:
+    return Produces(
+        artifacts=ARTIFACTS,
+        metrics=(
+            *config.metrics,
+            *(f"baseline.{name}" for name in config.metrics if config.baseline),
+            *(f"threshold.{name}" for name in config.thresholds),
+            *(f"passed.{name}" for name in config.thresholds),
+            "all_metrics_passed",
+            "users_evaluated",
+            "cold_start_users",
+            "test_interactions",
+        ),
+    )
+
+
 def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     """Rebuild and check the hold-out, score model and baseline, apply thresholds, write the report."""
     import numpy as np
@@ -104,11 +128,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     from airflow_mlpipe.components import _ranking, _split
 
     log = context.log
-    upstream = context.input()
-    context.input_artifacts(
-        *REQUIRED_ARTIFACTS, hint="evaluation.recommender evaluates the output of model.matrix_factorization"
-    )
-    artifacts = upstream.artifacts
+    artifacts = context.input().artifacts
     recorded = _split.SplitSettings.from_json(json.loads(_read_bytes(artifacts["split"])))
     _check_split_settings(config, recorded)
 

@@ -13,7 +13,9 @@ The window is ``[end - window_days, end)``. ``end`` is ``window_end`` when set, 
 interval end, else (outside a scheduled run) just after the latest event. Naive timestamps are
 taken as UTC; timestamp columns may be timestamps, dates or ISO 8601 strings.
 
-Metrics: ``events`` (in the window), ``users``, ``items``, ``interactions``.
+Artifacts: ``features``, ``interactions``. Metrics: ``events`` (in the window), ``users``,
+``items``, ``interactions``. Reads the upstream artifact named ``input_artifact``. Needs pyarrow
+only (no numpy). Overridable at trigger time: ``window_days``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_mlpipe.contract import OVERRIDABLE, Produces, Requires
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -47,7 +51,14 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    window_days: int = Field(default=30, gt=0, description="Length of the time window in days")
+    # The window length is the one tuning knob a trigger may change: the output schema, the
+    # columns read and the upstream artifact stay the spec author's.
+    window_days: int = Field(
+        default=30,
+        gt=0,
+        description="Length of the time window in days",
+        json_schema_extra={OVERRIDABLE: True},
+    )
     aggregation: list[Aggregation] = Field(
         default_factory=lambda: list[Aggregation](["mean", "std", "count"]),
         min_length=1,
@@ -72,6 +83,15 @@ class Config(BaseModel):
     input_artifact: str = Field(default="data", description="Name of the upstream artifact to read")
 
 
+produces = Produces(
+    artifacts=("features", "interactions"), metrics=("events", "users", "items", "interactions")
+)
+
+
+def requires(config: Config) -> Requires:
+    return Requires(artifacts=(config.input_artifact,))
+
+
 def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     """Filter the window, aggregate per user and per (user, item), write both tables."""
     import pyarrow as pa
@@ -80,8 +100,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     from airflow.sdk import ObjectStoragePath
 
     log = context.log
-    uris = context.input_artifacts(config.input_artifact, hint="set input_artifact")
-    source = ObjectStoragePath(uris[config.input_artifact])
+    source = ObjectStoragePath(context.input().artifacts[config.input_artifact])
     columns = [
         config.user_column,
         config.item_column,
@@ -176,17 +195,17 @@ def interaction_table(
     events: pa.Table, event_weights: Mapping[str, float], default_weight: float
 ) -> pa.Table:
     """One row per (user, item): summed event ``weight``, ``events`` count and ``last_event``."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     types = events.column("event_type").cast(pa.string())
     known = pa.array(list(event_weights), type=pa.string())
-    table_weights = np.append(np.asarray(list(event_weights.values()), dtype=np.float64), default_weight)
+    table_weights = pa.array([*event_weights.values(), default_weight], type=pa.float64())
     # index_in gives null for a type not in event_weights: point those at the default weight.
-    position = pc.fill_null(pc.index_in(types, value_set=known), len(known)).to_numpy()
+    # (Arrow's take rather than numpy indexing, so features need no numpy.)
+    position = pc.fill_null(pc.index_in(types, value_set=known), len(known))
     weighted = events.select(["user_id", "item_id", "timestamp"]).append_column(
-        "weight", pa.array(table_weights[position])
+        "weight", table_weights.take(position)
     )
     grouped = weighted.group_by(["user_id", "item_id"], use_threads=False).aggregate(
         [("weight", "sum"), ("weight", "count"), ("timestamp", "max")]

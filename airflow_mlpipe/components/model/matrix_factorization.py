@@ -21,7 +21,9 @@ Artifacts: ``model`` (``model.npz`` with ``user_factors`` and ``item_factors``),
 and ``item_index`` (Parquet: id -> row of the factor matrix), ``split`` (JSON), ``history``
 (JSON: the validation metric per epoch) and ``interactions`` (the input, passed on for
 evaluation). Metrics: ``epochs_run``, ``best_epoch``, ``val_<metric>``, ``users``, ``items``,
-``train_interactions``, ``validation_interactions``, ``test_interactions``.
+``train_interactions``, ``validation_interactions``, ``test_interactions``. Reads the upstream
+artifact named ``input_artifact``. Needs the ``recommender`` extra (numpy, scipy, implicit,
+threadpoolctl). Overridable at trigger time: ``epochs``, ``factors``, ``regularization``, ``alpha``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airflow_mlpipe.components._metric_names import parse_metric
+from airflow_mlpipe.contract import OVERRIDABLE, Extra, Produces, Requires
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,10 +51,25 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    factors: int = Field(default=64, gt=0, description="Number of latent factors per user and item")
-    regularization: float = Field(default=0.01, ge=0, description="L2 regularisation of the factors")
+    # The tuning knobs (factors, regularization, epochs, alpha) are overridable at trigger time;
+    # the splits and seeds are not: evaluation must rebuild the same hold-out.
+    factors: int = Field(
+        default=64,
+        gt=0,
+        description="Number of latent factors per user and item",
+        json_schema_extra={OVERRIDABLE: True},
+    )
+    regularization: float = Field(
+        default=0.01,
+        ge=0,
+        description="L2 regularisation of the factors",
+        json_schema_extra={OVERRIDABLE: True},
+    )
     epochs: int = Field(
-        default=50, gt=0, description="Maximum number of ALS epochs (sweeps over users and items)"
+        default=50,
+        gt=0,
+        description="Maximum number of ALS epochs (sweeps over users and items)",
+        json_schema_extra={OVERRIDABLE: True},
     )
     early_stopping_patience: int | None = Field(
         default=5,
@@ -61,7 +79,12 @@ class Config(BaseModel):
     min_improvement: float = Field(
         default=0.0, ge=0, description="Smallest increase of the validation metric that counts as improvement"
     )
-    alpha: float = Field(default=1.0, gt=0, description="Confidence scale of observed interactions")
+    alpha: float = Field(
+        default=1.0,
+        gt=0,
+        description="Confidence scale of observed interactions",
+        json_schema_extra={OVERRIDABLE: True},
+    )
     confidence: Literal["log", "linear"] = Field(
         default="log",
         description="Confidence from weight: alpha * log1p(weight) (log) or alpha * weight (linear)",
@@ -99,6 +122,33 @@ class Config(BaseModel):
         return value
 
 
+#: What ``run`` and ``train_als`` import (threadpoolctl pins BLAS to one thread).
+extra = Extra("recommender", modules=("numpy", "scipy", "implicit", "threadpoolctl"))
+
+#: Artifacts ``run`` always returns (``interactions`` is the input, passed on for evaluation).
+ARTIFACTS = ("model", "user_index", "item_index", "split", "history", "interactions")
+
+
+def produces(config: Config) -> Produces:
+    return Produces(
+        artifacts=ARTIFACTS,
+        metrics=(
+            "epochs_run",
+            "best_epoch",
+            f"val_{config.validation_metric}",
+            "users",
+            "items",
+            "train_interactions",
+            "validation_interactions",
+            "test_interactions",
+        ),
+    )
+
+
+def requires(config: Config) -> Requires:
+    return Requires(artifacts=(config.input_artifact,))
+
+
 def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     """Fit ALS epoch by epoch on the training pairs, keep the best epoch, save factors and mappings."""
     import numpy as np
@@ -108,9 +158,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     from airflow_mlpipe.components import _split
 
     log = context.log
-    source_uri = context.input_artifacts(
-        config.input_artifact, hint="train on the output of features.user_engagement"
-    )[config.input_artifact]
+    source_uri = context.input().artifacts[config.input_artifact]
     with ObjectStoragePath(source_uri).open("rb") as handle:
         interactions = pq.read_table(handle, columns=["user_id", "item_id", config.weight_column])
     if interactions.num_rows == 0:

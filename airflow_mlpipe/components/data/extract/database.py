@@ -15,7 +15,11 @@ connection before anything is written; if the query fails half-way the partial f
 (and would keep its ``.partial`` name if even that failed), so a truncated extract is never
 reported as the stage's output.
 
-Artifacts: ``data`` (the Parquet file). Metrics: ``rows``, ``batches``.
+``conn_id`` used to be called ``connection``; that spelling still works and warns.
+
+Artifacts: ``data`` (the Parquet file). Metrics: ``rows``, ``batches``. Reads no upstream
+artifacts. Overridable at trigger time: ``batch_size`` only (never the query, its parameters or
+the connection).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from __future__ import annotations
 import datetime
 import decimal
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from airflow_mlpipe.contract import OVERRIDABLE, ConfigDeprecationWarning, Produces, Requires
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -67,22 +74,45 @@ class QueryFailedError(RuntimeError):
     """The database accepted the connection but the query failed (possibly after some batches)."""
 
 
+#: The field's old name, still accepted (with a ConfigDeprecationWarning) and mapped to ``conn_id``.
+DEPRECATED_CONNECTION = "connection"
+
+produces = Produces(artifacts=(ARTIFACT_NAME,), metrics=("rows", "batches"))
+requires = Requires()
+
+
+def _schema_accepts_deprecated_connection(schema: dict[str, Any]) -> None:
+    # Editors should accept (and strike through) the old spelling, and require exactly one of the two.
+    properties = schema.setdefault("properties", {})
+    properties[DEPRECATED_CONNECTION] = {
+        "type": "string",
+        "minLength": 1,
+        "deprecated": True,
+        "description": "Deprecated name of conn_id",
+    }
+    schema["required"] = [name for name in schema.get("required", []) if name != "conn_id"]
+    schema["oneOf"] = [{"required": ["conn_id"]}, {"required": [DEPRECATED_CONNECTION]}]
+
+
 class Config(BaseModel):
     """Configuration of ``data.extract.database``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_schema_accepts_deprecated_connection)
 
     query: str = Field(
         description="SQL query to run; refer to parameters as :name (bind parameters, never formatted in)",
         min_length=1,
     )
-    connection: str = Field(description="Airflow connection id of the database to query", min_length=1)
+    conn_id: str = Field(description="Airflow connection id of the database to query", min_length=1)
     parameters: dict[str, ParameterValue] = Field(
         default_factory=dict,
         description="Bind parameter values by name; every :name in the query needs one, and each one is used",
     )
     batch_size: int = Field(
-        default=10_000, gt=0, description="Rows fetched per round trip and written per Parquet row group"
+        default=10_000,
+        gt=0,
+        description="Rows fetched per round trip and written per Parquet row group",
+        json_schema_extra={OVERRIDABLE: True},
     )
     column_types: dict[str, str] = Field(
         default_factory=dict,
@@ -95,6 +125,24 @@ class Config(BaseModel):
         default="zstd", description="Parquet compression codec (zstd, snappy, gzip, none)"
     )
     log_every_batches: int = Field(default=10, gt=0, description="Log progress after this many batches")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_connection(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or DEPRECATED_CONNECTION not in data:
+            return data
+        if "conn_id" in data:
+            raise ValueError(
+                "both 'conn_id' and 'connection' are given; 'connection' is the deprecated name of "
+                "'conn_id': remove 'connection'"
+            )
+        warnings.warn(
+            ConfigDeprecationWarning(
+                "'connection' is deprecated; use 'conn_id'", field=DEPRECATED_CONNECTION
+            ),
+            stacklevel=2,
+        )
+        return {("conn_id" if key == DEPRECATED_CONNECTION else key): value for key, value in data.items()}
 
     @field_validator("column_types")
     @classmethod
@@ -112,20 +160,20 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     statement = text(config.query)
     _check_parameters(set(statement.compile().params), set(config.parameters))
 
-    engine = _engine(config.connection)
+    engine = _engine(config.conn_id)
     target = context.artifact_dir / FILE_NAME
     partial = context.artifact_dir / PARTIAL_NAME
     log = context.log
     log.info(
         "Extracting from connection '%s' (%s) in batches of %d rows into %s",
-        config.connection,
+        config.conn_id,
         engine.dialect.name,
         config.batch_size,
         target,
     )
     started = time.monotonic()
     try:
-        with _connect(engine, config.connection) as connection:
+        with _connect(engine, config.conn_id) as connection:
             try:
                 # stream_results asks for a server-side cursor (PostgreSQL, MySQL); drivers without
                 # one, such as SQLite's, already fetch lazily.
@@ -140,7 +188,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
                 raise
         _publish(partial, target)
     except Exception as exc:
-        _raise_with_connection(exc, config.connection, engine.dialect.name)
+        _raise_with_connection(exc, config.conn_id, engine.dialect.name)
         raise
     finally:
         engine.dispose()
