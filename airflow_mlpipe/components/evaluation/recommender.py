@@ -53,6 +53,8 @@ REQUIRED_ARTIFACTS = ("model", "user_index", "item_index", "split", "interaction
 #: The required artifacts passed on (every upstream artifact but the data ones is), and the report.
 ARTIFACTS = (*(name for name in REQUIRED_ARTIFACTS if name not in DATA_ARTIFACTS), "report")
 
+# Deterministic: the same model, split and config give the same metrics.
+cache = "on"
 extra = Extra("recommender", modules=("numpy", "scipy"))
 requires = Requires(artifacts=REQUIRED_ARTIFACTS)
 

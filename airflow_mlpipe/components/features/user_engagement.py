@@ -83,6 +83,8 @@ class Config(BaseModel):
     input_artifact: str = Field(default="data", description="Name of the upstream artifact to read")
 
 
+# Deterministic given its config and input table (see the README on the window end).
+cache = "on"
 produces = Produces(
     artifacts=("features", "interactions"), metrics=("events", "users", "items", "interactions")
 )

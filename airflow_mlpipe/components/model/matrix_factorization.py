@@ -123,6 +123,8 @@ class Config(BaseModel):
 
 
 #: What ``run`` and ``train_als`` import (threadpoolctl pins BLAS to one thread).
+# Deterministic per seed: the same inputs and config give the same model.
+cache = "on"
 extra = Extra("recommender", modules=("numpy", "scipy", "implicit", "threadpoolctl"))
 
 #: Artifacts ``run`` always returns (``interactions`` is the input, passed on for evaluation).

@@ -82,6 +82,8 @@ class Config(BaseModel):
         return value
 
 
+# Registering is a side effect: a cached stage would register nothing.
+cache = "never"
 produces = Produces(artifacts=("version",), metrics=("version", "promoted", "reused"))
 
 

@@ -77,6 +77,8 @@ class QueryFailedError(RuntimeError):
 #: The field's old name, still accepted (with a ConfigDeprecationWarning) and mapped to ``conn_id``.
 DEPRECATED_CONNECTION = "connection"
 
+# The same query can return other rows tomorrow: cached only where a spec says so.
+cache = "off"
 produces = Produces(artifacts=(ARTIFACT_NAME,), metrics=("rows", "batches"))
 requires = Requires()
 
