@@ -119,12 +119,12 @@ def generate_user_events(
 
 def _end_datetime(end_date: datetime.date | datetime.datetime | str | None) -> datetime.datetime:
     if end_date is None:
-        return datetime.datetime.combine(datetime.datetime.now(datetime.UTC).date(), datetime.time())
+        return datetime.datetime.combine(datetime.datetime.now(datetime.timezone.utc).date(), datetime.time())
     if isinstance(end_date, str):
         end_date = datetime.datetime.fromisoformat(end_date)
     if isinstance(end_date, datetime.datetime):
         if end_date.tzinfo is not None:
-            end_date = end_date.astimezone(datetime.UTC).replace(tzinfo=None)
+            end_date = end_date.astimezone(datetime.timezone.utc).replace(tzinfo=None)
         return end_date
     return datetime.datetime.combine(end_date, datetime.time())
 

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import re
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow.sdk import DAG, Param, get_parsing_context
@@ -36,7 +36,7 @@ from airflow_mlpipe.spec import Pipeline, SpecError, load_folder
 
 log = logging.getLogger(__name__)
 
-DEFAULT_START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+DEFAULT_START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
 MLPIPE_TAG = "mlpipe"
 INVALID_TAG = "mlpipe:invalid-spec"
 
@@ -160,8 +160,8 @@ def _start_date(value: Any) -> datetime:
     if value is None:
         return DEFAULT_START_DATE
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
 
 
 def _outlets(

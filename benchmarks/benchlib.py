@@ -212,7 +212,7 @@ def machine() -> dict[str, Any]:
     spec = importlib.util.find_spec("airflow_mlpipe")
     package = str(Path(spec.origin).parent) if spec and spec.origin else "-"
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "airflow_mlpipe_from": shown(package),
         "git_commit": git["commit"].strip() or "-",
         "package_uncommitted": [line[3:] for line in git["package_changes"].splitlines() if line.strip()],

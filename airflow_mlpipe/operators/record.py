@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, TriggerRule
@@ -91,7 +91,7 @@ class ExecutionRecordOperator(BaseOperator):
             config_version=self.pipeline.config_version,
             environment=self.pipeline.environment,
             execution_id=ti.run_id,
-            timestamp=datetime.now(UTC).replace(microsecond=0),
+            timestamp=datetime.now(timezone.utc).replace(microsecond=0),
             git_commit=resolve_git_commit(context, self.pipeline.sources),
             triggered_by=triggered_by(dag_run.run_type),
             triggered_by_user=getattr(dag_run, "triggering_user_name", None),

@@ -48,8 +48,8 @@ def test_reference_pipeline_on_demo_data_passes_and_beats_popularity(
     sqlite_connection("analytics_db", database_file)
     interval = {
         "ds": DS,
-        "data_interval_start": datetime.datetime(2024, 5, 31, tzinfo=datetime.UTC),
-        "data_interval_end": datetime.datetime(2024, 6, 1, tzinfo=datetime.UTC),
+        "data_interval_start": datetime.datetime(2024, 5, 31, tzinfo=datetime.timezone.utc),
+        "data_interval_end": datetime.datetime(2024, 6, 1, tzinfo=datetime.timezone.utc),
     }
     run_id = "scheduled__2024-05-31T00:00:00+00:00"
 

@@ -164,7 +164,7 @@ def test_zoned_timestamps_and_custom_column_names(tmp_path, make_context):
     )
     config = user_engagement.Config(
         window_days=1,
-        window_end=datetime.datetime(2024, 6, 1, tzinfo=datetime.UTC),
+        window_end=datetime.datetime(2024, 6, 1, tzinfo=datetime.timezone.utc),
         aggregation=["sum"],
         user_column="customer",
         item_column="product",

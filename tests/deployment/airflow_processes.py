@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -227,7 +227,7 @@ class AirflowApi:
 
         (A run without a logical date has no ``ds`` in its template context.)
         """
-        logical_date = datetime.now(UTC).isoformat()
+        logical_date = datetime.now(timezone.utc).isoformat()
         response = self.client.post(
             f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": dict(conf or {})}
         )

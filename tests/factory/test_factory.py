@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -82,7 +82,7 @@ def test_shipped_templates_render_for_a_run_without_logical_date(mlpipe_check_da
     from airflow.sdk.execution_time import macros
 
     task = mlpipe_check_dags(REPO_DAGS).dags[dag_id].get_task("extract")
-    run_after = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+    run_after = datetime(2026, 3, 31, 12, 0, tzinfo=timezone.utc)
     context = {"dag_run": SimpleNamespace(run_after=run_after, logical_date=None), "macros": macros}
 
     task.render_template_fields(context)

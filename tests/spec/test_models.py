@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -518,7 +518,7 @@ def test_to_yaml_leaves_out_defaults_and_keeps_field_order(tmp_path: Path) -> No
 def test_to_yaml_keeps_timezones(tmp_path: Path) -> None:
     pipeline = load(write(tmp_path, "demo.yaml", RICH.format(start_date="2024-01-01 05:30:00+02:00")))
     start = Pipeline.model_validate(yaml.safe_load(pipeline.to_yaml())).metadata.start_date
-    assert start == datetime(2024, 1, 1, 3, 30, tzinfo=UTC)
+    assert start == datetime(2024, 1, 1, 3, 30, tzinfo=timezone.utc)
     assert isinstance(start, datetime) and start.utcoffset() == timedelta(hours=2)
 
 

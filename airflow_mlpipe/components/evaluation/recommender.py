@@ -211,7 +211,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     report = {
         "pipeline": context.pipeline,
         "run_id": context.run_id,
-        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "metrics": results,
         "baseline": baseline,
         "thresholds": config.thresholds,

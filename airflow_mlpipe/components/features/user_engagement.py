@@ -224,7 +224,7 @@ def _naive_utc(value: datetime.datetime | datetime.date) -> datetime.datetime:
     if not isinstance(value, datetime.datetime):
         return datetime.datetime.combine(value, datetime.time())
     if value.tzinfo is not None:
-        value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
     # Go through isoformat so pendulum subclasses become plain datetimes.
     return datetime.datetime.fromisoformat(value.isoformat())
 

@@ -460,4 +460,4 @@ def _atomic_write(target: Any, data: bytes) -> None:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat()
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
