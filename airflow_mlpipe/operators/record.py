@@ -67,7 +67,7 @@ class ExecutionRecordOperator(BaseOperator):
         # Failing the task below means no return value: push the record ourselves first.
         context["ti"].xcom_push(key="return_value", value=value)
         if record.stages_failed:
-            self._notify(record, context)
+            self._notify(record)
         raise AirflowFailException(
             f"pipeline '{record.pipeline}' did not complete: failed={record.stages_failed} "
             f"skipped={record.stages_skipped}; the execution record was written"
@@ -122,13 +122,13 @@ class ExecutionRecordOperator(BaseOperator):
             mlpipe_version=__version__,
         )
 
-    def _notify(self, record: ExecutionRecord, context: Context) -> None:
+    def _notify(self, record: ExecutionRecord) -> None:
         if not self.notify_on_failure:
             return
         from airflow_mlpipe.notifications.failure import send_failure_email
 
         try:
-            send_failure_email(record, self.notify_on_failure, settings.smtp_conn_id(), context)
+            send_failure_email(record, self.notify_on_failure, settings.smtp_conn_id())
         except Exception:
             # A mail outage must not cost the run its record or change its outcome.
             self.log.exception("Could not send the failure e-mail to %s", self.notify_on_failure)

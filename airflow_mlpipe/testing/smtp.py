@@ -20,12 +20,15 @@ class SmtpSink:
 
         self.host = host
         self.messages: list[tuple[list[str], Message]] = []
+        #: Each message's bytes as received, in the same order (to parse with another policy).
+        self.raw: list[bytes] = []
         with socket.socket() as probe:  # aiosmtpd cannot report the port it got for port=0
             probe.bind((host, 0))
             self.port: int = probe.getsockname()[1]
         self.controller = Controller(self, hostname=host, port=self.port)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd's hook
+        self.raw.append(envelope.content)
         self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
         return "250 OK"
 
@@ -57,9 +60,19 @@ class SmtpSink:
 
 def html_body(message: Message) -> str:
     """The HTML part of a received e-mail."""
+    return part_body(message, "text/html")
+
+
+def text_body(message: Message) -> str:
+    """The plain-text part of a received e-mail (not an attachment)."""
+    return part_body(message, "text/plain")
+
+
+def part_body(message: Message, content_type: str) -> str:
+    """The decoded body of the first part of ``content_type`` that is not an attachment."""
     for part in message.walk():
-        if part.get_content_type() == "text/html":
+        if part.get_content_type() == content_type and part.get_content_disposition() != "attachment":
             payload = part.get_payload(decode=True)
             assert isinstance(payload, bytes)
-            return payload.decode()
-    raise ValueError("the e-mail has no HTML part")
+            return payload.decode(part.get_content_charset() or "utf-8")
+    raise ValueError(f"the e-mail has no {content_type} part")

@@ -12,14 +12,16 @@ Bounded: every wait has a timeout, and the fixture stops every process group it 
 
 from __future__ import annotations
 
-import time
+import email
+import email.policy
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from airflow_processes import CeleryCluster, celery_cluster, head_commit, wait_until
 
-from airflow_mlpipe.testing.smtp import html_body
+from airflow_mlpipe.testing.smtp import html_body, text_body
 
 pytestmark = pytest.mark.postgres
 
@@ -160,15 +162,39 @@ def test_failing_pipeline_sends_one_failure_email(cluster: CeleryCluster):
     assert "table_that_does_not_exist" in record["errors"]["extract"]
 
     wait_until(lambda: cluster.smtp.messages, 60, "the failure e-mail")
-    time.sleep(2)  # one e-mail per failed run: nothing else may follow
-    assert len(cluster.smtp.messages) == 1
-    recipients, message = cluster.smtp.messages[0]
+    # One e-mail per failed run: nothing else may follow, from a worker or from the dag-processor,
+    # which runs DAG callbacks when it next processes the file and re-parses it every
+    # min_file_process_interval. So listen until it has parsed the specs again, finishing at least
+    # one refresh_interval after the run ended; a fixed short sleep would end before either.
+    refresh = dag_processor_seconds(cluster, "refresh_interval")
+    reparse = dag_processor_seconds(cluster, "min_file_process_interval")
+    quiet_until = utc(run["end_date"]) + timedelta(seconds=refresh)
+
+    def parsed_after_quiet_period() -> bool:
+        parsed = api.get("/api/v2/dags/failing_pipeline")["last_parsed_time"]
+        return parsed is not None and utc(parsed) > quiet_until
+
+    wait_until(parsed_after_quiet_period, refresh + reparse + 60, "the dag-processor to parse again")
+    assert len(cluster.smtp.messages) == 1, [message["Subject"] for _, message in cluster.smtp.messages]
+    recipients, received = cluster.smtp.messages[0]
     assert sorted(recipients) == ["oncall@example.com", "owner@example.com"]
+    message = email.message_from_bytes(cluster.smtp.raw[0], policy=email.policy.default)
     assert "failing_pipeline" in message["Subject"] and run_id in message["Subject"]
     assert message["From"] == "mlpipe@example.com"
-    body = html_body(message)
-    assert "extract" in body and "table_that_does_not_exist" in body
-    assert f"{api.base_url}/dags/failing_pipeline/runs/" in body
+    assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+    for body in (text_body(received), html_body(received)):
+        assert "extract" in body and "table_that_does_not_exist" in body
+        assert f"{api.base_url}/dags/failing_pipeline/runs/" in body
+
+
+def dag_processor_seconds(cluster: CeleryCluster, option: str) -> float:
+    """A ``[dag_processor]`` interval as the cluster's processes read it (their environment)."""
+    return float(cluster.processes.run("config", "get-value", "dag_processor", option).stdout.strip())
+
+
+def utc(timestamp: str) -> datetime:
+    # The REST API writes UTC as 'Z', which datetime.fromisoformat reads only from Python 3.11.
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
 def test_unpaused_frequent_schedule_runs_with_triggered_by_schedule(cluster: CeleryCluster):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import socket
 import sqlite3
@@ -12,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from airflow_mlpipe import __version__
-from airflow_mlpipe.testing.smtp import SmtpSink, html_body
+from airflow_mlpipe.testing.smtp import SmtpSink, html_body, text_body
 
 pytestmark = pytest.mark.airflow
 
@@ -108,9 +110,57 @@ def test_failed_stage_gives_failed_run_full_record_and_exactly_one_email(
     assert sorted(recipients) == ["oncall@example.com", "owner@example.com"]
     subject = message["Subject"]
     assert "tiny" in subject and "2.0.1" in subject and "dev" in subject and run.run_id in subject
-    body = html_body(message)
-    assert "third" in body and "boom in stage third" in body
-    assert f"/dags/tiny/runs/{quote(run.run_id)}/tasks/third" in body
+    for body in (text_body(message), html_body(message)):
+        assert "third" in body and "boom in stage third" in body
+        assert f"/dags/tiny/runs/{quote(run.run_id)}/tasks/third" in body
+
+
+TWO_FAILURES = """\
+name: twofold
+version: 1.4.0
+metadata:
+  owner: team-twofold
+  schedule: null
+  notify_on_failure: ["owner@example.com"]
+stages:
+  - name: first
+    component: mlpipe_test_steps.steps
+  - name: left
+    component: mlpipe_test_steps.steps
+    config: {fail: true}
+    dependencies: [first]
+  - name: right
+    component: mlpipe_test_steps.steps
+    config: {fail: true}
+    dependencies: [first]
+  - name: joined
+    component: mlpipe_test_steps.steps
+    dependencies: [left, right]
+"""
+
+
+def test_two_failed_stages_give_one_email_listing_both(
+    mlpipe_sandbox, git_spec_repo, smtp_sink, subprocess_env
+):
+    (git_spec_repo / "twofold.yaml").write_text(TWO_FAILURES)
+    commit_all(git_spec_repo)
+
+    run = mlpipe_sandbox.run(git_spec_repo, "twofold", env={**subprocess_env, **smtp_sink.connection_env()})
+
+    assert run.state == "failed", run.output[-3000:]
+    assert run.record["stages_failed"] == ["left", "right"]
+    assert run.record["stages_skipped"] == ["joined"]
+    # One e-mail for the run, not one per failed stage.
+    assert len(smtp_sink.messages) == 1, [message["Subject"] for _, message in smtp_sink.messages]
+    assert smtp_sink.messages[0][0] == ["owner@example.com"]
+    message = email.message_from_bytes(smtp_sink.raw[0], policy=email.policy.default)
+    assert message.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+    assert "twofold" in message["Subject"] and run.run_id in message["Subject"]
+    for body in (text_body(message), html_body(message)):
+        for stage in ("left", "right"):
+            assert f"RuntimeError: boom in stage {stage}" in body
+            assert f"/dags/twofold/runs/{quote(run.run_id)}/tasks/{stage}" in body
 
 
 def test_successful_run_records_outputs_and_trigger_time_overrides(
