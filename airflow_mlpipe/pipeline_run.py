@@ -19,6 +19,8 @@ from airflow_mlpipe.contract import StageOutputs
 OVERRIDES_PARAM = "overrides"
 #: The run conf key (and DAG param): ``false`` recomputes every stage instead of using the cache.
 CACHE_PARAM = "cache"
+#: The run conf key naming the run a replay reproduces (``mlpipe replay`` sets it).
+REPLAY_PARAM = "replay_of"
 #: The XCom key under which a failed stage leaves its error for the record and the e-mail.
 ERROR_XCOM_KEY = "mlpipe_error"
 

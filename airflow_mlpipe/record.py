@@ -61,6 +61,13 @@ class ExecutionRecord(BaseModel):
         default_factory=dict, description="cached stage -> run id of the run that computed it"
     )
     overrides: dict[str, Any] = Field(default_factory=dict, description="trigger-time config overrides")
+    replay_of: str | None = Field(None, description="the run this run replays (mlpipe replay)")
+    replay_matches: bool | None = Field(
+        None, description="for a replay: whether every metric and artifact digest equals the original's"
+    )
+    replay_differences: dict[str, Any] = Field(
+        default_factory=dict, description="for a replay: stage -> the metrics and artifacts that differ"
+    )
     airflow_version: str
     mlpipe_version: str
 

@@ -12,12 +12,13 @@ from airflow_mlpipe import __version__, settings
 from airflow_mlpipe.pipeline_run import (
     ERROR_XCOM_KEY,
     OVERRIDES_PARAM,
+    REPLAY_PARAM,
     PipelineRef,
     StageResult,
     error_text,
     resolve_git_commit,
 )
-from airflow_mlpipe.record import ExecutionRecord, classify_stages, triggered_by
+from airflow_mlpipe.record import RECORD_TASK_ID, ExecutionRecord, classify_stages, triggered_by
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -93,7 +94,7 @@ class ExecutionRecordOperator(BaseOperator):
             if breadcrumbs.get(stage, {}).get("duration") is not None
         }
         conf = dag_run.conf or {}
-        return ExecutionRecord(
+        record = ExecutionRecord(
             pipeline=self.pipeline.name,
             pipeline_version=self.pipeline.version,
             config_version=self.pipeline.config_version,
@@ -120,6 +121,29 @@ class ExecutionRecordOperator(BaseOperator):
             overrides=dict(conf.get(OVERRIDES_PARAM) or {}),
             airflow_version=airflow_version,
             mlpipe_version=__version__,
+        )
+        replay_of = conf.get(REPLAY_PARAM)
+        if replay_of:
+            record = self._with_replay_check(record, str(replay_of), ti)
+        return record
+
+    def _with_replay_check(self, record: ExecutionRecord, replay_of: str, ti: Any) -> ExecutionRecord:
+        """The record of a replay, with how its outputs compare to the original run's."""
+        from airflow_mlpipe.compare import output_differences
+
+        original = ti.xcom_pull(task_ids=RECORD_TASK_ID, run_id=replay_of)
+        if not original:
+            self.log.warning("The replayed run %s has no execution record to compare with", replay_of)
+            return record.model_copy(update={"replay_of": replay_of, "replay_matches": False})
+        differences = output_differences(original, record.model_dump(mode="json"))
+        if differences:
+            self.log.info("The replay differs from run %s: %s", replay_of, differences)
+        return record.model_copy(
+            update={
+                "replay_of": replay_of,
+                "replay_matches": not differences,
+                "replay_differences": differences,
+            }
         )
 
     def _notify(self, record: ExecutionRecord) -> None:

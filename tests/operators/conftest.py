@@ -31,12 +31,14 @@ class TaskInstanceStub:
     states: dict[str, str] = field(default_factory=dict)
     task_id: str = ""
     try_number: int = 1
+    other_runs: dict[str, dict[tuple[str, str], Any]] = field(default_factory=dict)
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[(self.task_id, key)] = value
 
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        return self.xcoms.get((task_ids, key))
+    def xcom_pull(self, task_ids: str, key: str = "return_value", run_id: str | None = None) -> Any:
+        xcoms = self.xcoms if run_id in (None, self.run_id) else self.other_runs.get(run_id, {})
+        return xcoms.get((task_ids, key))
 
     def get_task_breadcrumbs(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return [{"task_id": task, "state": state, "duration": 1.5} for task, state in self.states.items()]

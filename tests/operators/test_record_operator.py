@@ -90,3 +90,38 @@ def test_a_failed_run_pushes_the_record_once_then_fails_with_masked_errors() -> 
     assert pushed["stages_failed"] == ["make"] and pushed["stages_skipped"] == ["use"]
     assert pushed["errors"]["make"].startswith("RuntimeError: login failed with")
     assert secret not in pushed["errors"]["make"]
+
+
+def finished_run(run_id: str, recall: float, model_digest: str) -> CountingTaskInstance:
+    ti = CountingTaskInstance("ops", run_id, states={"make": "success", "use": "success"})
+    ti.xcoms[("make", "return_value")] = {
+        "artifacts": {"model": f"file:///{run_id}/m"},
+        "metrics": {"recall@10": recall},
+        "digests": {"model": model_digest},
+        "config": {"rows": 3},
+    }
+    return ti
+
+
+def test_a_replay_that_reproduces_the_original_says_it_matches() -> None:
+    original = record_task().execute(context_for(finished_run("run1", 0.25, "sha256:aa")))
+    replay = finished_run("replay1", 0.25, "sha256:aa")
+    replay.other_runs["run1"] = {("execution_record", "return_value"): original}
+
+    value = record_task().execute(context_for(replay, {"replay_of": "run1", "cache": False}))
+
+    assert value["replay_of"] == "run1"
+    assert value["replay_matches"] is True and value["replay_differences"] == {}
+
+
+def test_a_replay_that_differs_names_the_metrics_and_digests() -> None:
+    original = record_task().execute(context_for(finished_run("run1", 0.25, "sha256:aa")))
+    replay = finished_run("replay1", 0.24, "sha256:bb")
+    replay.other_runs["run1"] = {("execution_record", "return_value"): original}
+
+    value = record_task().execute(context_for(replay, {"replay_of": "run1"}))
+
+    assert value["replay_matches"] is False
+    differences = value["replay_differences"]["make"]
+    assert [metric["name"] for metric in differences["metrics"]] == ["recall@10"]
+    assert differences["artifacts"] == [{"name": "model", "a": "sha256:aa", "b": "sha256:bb", "same": False}]
