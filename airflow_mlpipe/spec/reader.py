@@ -211,7 +211,7 @@ def _check_nesting(text: str, file: str) -> None:
             )
             if depth > MAX_DEPTH and not merge_key and not merge_list:
                 # An alias is built from the node it names, so the builder points there.
-                named = anchors.get(event.anchor) if isinstance(event, yaml.AliasEvent) else None
+                named = anchors.get(event.anchor or "") if isinstance(event, yaml.AliasEvent) else None
                 location = _event_location(named or event, text, file)
                 path = _event_path(stack, loader)
                 message = f"the document is nested more than {MAX_DEPTH} levels deep"
@@ -229,6 +229,8 @@ def _check_nesting(text: str, file: str) -> None:
 
 def _event_location(event: yaml.Event, text: str, file: str) -> Location:
     mark = event.start_mark
+    if mark is None:  # pragma: no cover - libyaml marks every event
+        return Location(file, 1, 1)
     if mark.index >= len(text):
         return _end_of(text, file)
     return Location(file, mark.line + 1, mark.column + 1)
