@@ -346,7 +346,7 @@ def _missing_input_problem(
         )
     else:
         upstream = "it has no upstream stages"
-    producers = _producers_of(missing, stages, found, exclude=name)
+    producers = _producers_of(missing, stages, found, exclude=_downstream_of(name, stages))
     fix = (
         "add "
         + ", ".join(f"'{p}'" for p in producers)
@@ -364,19 +364,37 @@ def _missing_input_problem(
 
 
 def _producers_of(
-    artifacts: list[str], stages: list[IndexedStage], found: ComponentFindings, exclude: str
+    artifacts: list[str], stages: list[IndexedStage], found: ComponentFindings, exclude: set[str]
 ) -> list[str]:
-    """Stages of the pipeline that declare they produce any of ``artifacts``."""
+    """Stages of the pipeline, not in ``exclude``, that declare they produce any of ``artifacts``."""
     names = []
     for _, stage in stages:
         name = stage["name"]
         component, config = found.stages.get(name, (None, None))
-        if name == exclude or component is None or config is None:
+        if name in exclude or component is None or config is None:
             continue
         produces = _declaration(component.produces, config)
         if produces is not None and any(a in produces.artifacts for a in artifacts) and name not in names:
             names.append(name)
     return names
+
+
+def _downstream_of(name: str, stages: list[IndexedStage]) -> set[str]:
+    """``name`` and every stage depending on it, directly or not (a cycle if made its upstream)."""
+    dependents: dict[str, list[str]] = {}
+    for _, stage in stages:
+        dependencies = stage.get("dependencies")
+        for dependency in dependencies if isinstance(dependencies, list) else ():
+            if isinstance(dependency, str):
+                dependents.setdefault(dependency, []).append(stage["name"])
+    seen = {name}
+    pending = [name]
+    while pending:
+        for child in dependents.get(pending.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                pending.append(child)
+    return seen
 
 
 def check_templates(stages: list[IndexedStage]) -> list[Problem]:
