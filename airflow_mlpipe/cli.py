@@ -6,15 +6,21 @@ User mistakes end as messages and an exit code, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import keyword
 import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_mlpipe.spec.errors import Location, Problem, SpecError
+from airflow_mlpipe.spec import IGNORE_FILE_SYNTAXES, Location, Problem, SpecError
+
+if TYPE_CHECKING:
+    from airflow_mlpipe.resolver import Component
+    from airflow_mlpipe.spec import Pipeline
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -56,15 +62,26 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     validate.add_argument("--env", help="environment to check (default: [mlpipe] environment)")
     validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument(
+        "--ignore-file-syntax",
+        choices=IGNORE_FILE_SYNTAXES,
+        help="pattern syntax of .airflowignore files (default: Airflow's [core] dag_ignore_file_syntax)",
+    )
     validate.set_defaults(handler=_validate)
 
     render = commands.add_parser(
-        "render", help="print a spec's execution format as JSON", formatter_class=formatter
+        "render",
+        help="print a spec's execution format as JSON",
+        description="Print the execution format of a spec, with each stage's effective 'overridable' "
+        "fields (the config fields a trigger may override).",
+        formatter_class=formatter,
     )
     render.add_argument("spec", type=Path, metavar="SPEC")
     render.add_argument("--env", help="environment whose overlay applies (default: [mlpipe] environment)")
     render.add_argument(
-        "--explain", action="store_true", help="show which file and line each value came from"
+        "--explain",
+        action="store_true",
+        help="show which file and line each value came from (and where each 'overridable' did)",
     )
     render.set_defaults(handler=_render)
 
@@ -73,68 +90,141 @@ def _parser() -> argparse.ArgumentParser:
     schema.set_defaults(handler=_schema)
 
     components = commands.add_parser(
-        "components", help="list components, or show one's config", formatter_class=formatter
+        "components",
+        help="list components, or show one's config and declarations",
+        formatter_class=formatter,
     )
     components.add_argument("name", nargs="?", help="a component to describe, e.g. data.extract.database")
     components.set_defaults(handler=_components)
 
-    new = commands.add_parser("new", help="scaffold a spec file NAME.yaml", formatter_class=formatter)
-    new.add_argument("name", help="pipeline name: lowercase letters, digits and underscores")
-    new.add_argument("--dir", type=Path, default=Path("."), help="folder to write it in (default: .)")
-    new.add_argument("--force", action="store_true", help="overwrite an existing file")
+    new = commands.add_parser(
+        "new",
+        help="scaffold a spec file NAME.yaml, or a component with its test",
+        description="Scaffold a pipeline spec (mlpipe new NAME) or a component module with its unit "
+        "test (mlpipe new --component NAME; a dotted NAME such as acme_ml.components.churn creates "
+        "the package folders).",
+        formatter_class=formatter,
+    )
+    new.add_argument("name", nargs="?", help="pipeline name: lowercase letters, digits and underscores")
+    new.add_argument(
+        "--component", metavar="NAME", help="scaffold the component module NAME.py and test_NAME.py instead"
+    )
+    new.add_argument("--dir", type=Path, default=Path("."), help="folder to write in (default: .)")
+    new.add_argument("--force", action="store_true", help="overwrite existing files")
     new.set_defaults(handler=_new)
     return parser
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from airflow_mlpipe.spec.loader import discover_specs, load_folder
+    from airflow_mlpipe.spec import discover_specs, load_folder
 
     environment = args.env or _default_environment()
+    syntax = args.ignore_file_syntax or _airflow_ignore_file_syntax
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     valid: list[str] = []
     for path in args.paths:
         if not path.exists():
             problems.append(Problem("no such file or folder", Location(str(path), 1, 1)))
             continue
         folder, only = (path, None) if path.is_dir() else (path.parent, path.stem.partition(".")[0])
-        specs, _ = discover_specs(folder, only=only)
+        try:
+            found = discover_specs(folder, only=only, ignore_file_syntax=syntax)
+        except ValueError as exc:  # [core] dag_ignore_file_syntax is neither glob nor regexp
+            problems.append(
+                Problem(str(exc), Location(str(path), 1, 1), suggestion="set it to glob or regexp")
+            )
+            continue
+        if not path.is_dir() and path in found.ignored:
+            warnings.append(
+                Problem(
+                    "this spec is excluded by an .airflowignore, so the DAG factory never loads it; "
+                    "not checked",
+                    Location(str(path), 1, 1),
+                    suggestion="remove the pattern that matches it to load it",
+                    severity="warning",
+                )
+            )
+        specs = found.specs
         environments = {environment} | {env for files in specs.values() for f in files for env in f.overlays}
         loaded: set[str] = set()
         failed: set[str] = set()
         for env in sorted(environments):
-            result = load_folder(folder, env, only=only)
+            result = load_folder(folder, env, only=only, ignore_file_syntax=syntax)
             loaded |= set(result.pipelines)
             failed |= set(result.errors)
             for error in result.errors.values():
                 problems += error.problems
+            for spec_warnings in result.warnings.values():
+                warnings += spec_warnings
         valid += sorted(loaded - failed)
     problems = list(dict.fromkeys(problems))  # the base's problems repeat for each environment
+    warnings = list(dict.fromkeys(warnings))
     if args.format == "json":
-        print(json.dumps({"valid": valid, "problems": [p.to_dict() for p in problems]}, indent=2))
+        report = {
+            "valid": valid,
+            "problems": [p.to_dict() for p in problems],
+            "warnings": [w.to_dict() for w in warnings],
+        }
+        print(json.dumps(report, indent=2))
     else:
-        _print_problems(problems)
+        _print_problems(problems + warnings)
         if not problems:
-            print(f"{len(valid)} spec(s) valid")
+            counted = f", {len(warnings)} warning(s)" if warnings else ""
+            print(f"{len(valid)} spec(s) valid{counted}")
     return EXIT_INVALID if problems else EXIT_OK
 
 
+@functools.lru_cache(maxsize=1)
+def _airflow_ignore_file_syntax() -> str:
+    # Asked only when a folder has an .airflowignore: importing Airflow's configuration takes seconds.
+    from airflow_mlpipe import settings
+
+    return settings.dag_ignore_file_syntax()
+
+
 def _render(args: argparse.Namespace) -> int:
-    from airflow_mlpipe.spec.loader import load_pipeline
+    from airflow_mlpipe.spec import LocatedDict, load_pipeline, read_spec_file
 
     environment = args.env or _default_environment()
     if not args.spec.is_file():
         raise SpecError([Problem("no such spec file", Location(str(args.spec), 1, 1))])
     pipeline = load_pipeline(args.spec, environment)
+    for warning in pipeline.warnings:  # on stderr: stdout stays the JSON
+        print(warning.format(), file=sys.stderr)
+    overridable = _effective_overridable(pipeline)
     if not args.explain:
-        print(json.dumps(pipeline.render(), indent=2, default=str))
+        rendered = pipeline.to_execution_format()
+        for stage in rendered["stages"]:
+            stage["overridable"] = overridable[stage["name"]][0]
+        print(json.dumps(rendered, indent=2, default=str))
         return EXIT_OK
-    from airflow_mlpipe.spec.loader import discover_specs, read_spec
-
-    specs, _ = discover_specs(args.spec.parent, only=args.spec.stem)
-    data = read_spec(specs[args.spec.stem][0], environment)
+    data = read_spec_file(args.spec, environment)
     for field, value, location in _leaves(data, ""):
-        print(f"{field} = {json.dumps(value, default=str)}    # {location}")
+        if not _OVERRIDABLE_LEAF.match(field):  # shown below, as the effective list
+            print(f"{field} = {json.dumps(value, default=str)}    # {location}")
+    stages = {s.get("name"): s for s in data.get("stages", []) if isinstance(s, LocatedDict)}
+    for name, (fields, component) in overridable.items():
+        located = stages.get(name)
+        written = located.value_locations.get("overridable") if located is not None else None
+        source = str(written) if written else f"component default ({component})"
+        print(f"stages[{name}].overridable = {json.dumps(fields)}    # {source}")
     return EXIT_OK
+
+
+_OVERRIDABLE_LEAF = re.compile(r"^stages\[[^\]]*\]\.overridable(\[\d+\])?$")
+
+
+def _effective_overridable(pipeline: Pipeline) -> dict[str, tuple[list[str], str]]:
+    """Each stage's effective ``overridable`` fields (sorted) and its component's name."""
+    from airflow_mlpipe.resolver import resolve_component
+    from airflow_mlpipe.spec import stage_overridable
+
+    effective = {}
+    for stage in pipeline.stages:
+        component = resolve_component(stage.component)  # resolved already, while validating
+        effective[stage.name] = (sorted(stage_overridable(stage, component)), stage.component)
+    return effective
 
 
 def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any, Location]]:
@@ -157,7 +247,7 @@ def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any, Location]]:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from airflow_mlpipe.spec.schema import builtin_component_schemas, pipeline_schema
+    from airflow_mlpipe.spec import builtin_component_schemas, pipeline_schema
 
     text = json.dumps(pipeline_schema(builtin_component_schemas()), indent=2) + "\n"
     if args.output:
@@ -168,6 +258,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _components(args: argparse.Namespace) -> int:
+    from airflow_mlpipe.contract import overridable_fields
     from airflow_mlpipe.resolver import ComponentError, available_components, resolve_component
 
     if args.name is None:
@@ -184,15 +275,48 @@ def _components(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print(f"{component.name}  ({component.module.__name__})\n")
     print(component.doc or "(no description)")
+    overridable = overridable_fields(component.config_model)
     print("\nconfig:")
     for field_name, info in component.config_model.model_fields.items():
         default = (
             "required" if info.is_required() else f"default {info.get_default(call_default_factory=True)!r}"
         )
-        print(f"  {field_name} ({default}): {info.description or ''}")
+        marks = f"{default}, overridable" if field_name in overridable else default
+        print(f"  {field_name} ({marks}): {info.description or ''}")
+    print(f"\noverridable at trigger time: {', '.join(sorted(overridable)) or 'none'}")
+    print("    (a stage's 'overridable' list in the spec replaces this)")
+    for line in _declarations(component):
+        print(line)
     print("\nJSON Schema of config:")
     print(json.dumps(component.config_model.model_json_schema(), indent=2))
     return EXIT_OK
+
+
+def _declarations(component: Component) -> list[str]:
+    """``produces``, ``requires`` and ``extra`` of a component, for ``mlpipe components NAME``."""
+    lines = []
+    for attribute in ("produces", "requires"):
+        declared = getattr(component.module, attribute, None)
+        if declared is None:
+            text = "not declared"
+        elif callable(declared):
+            text = f"depends on the stage's config ({attribute}(config))"
+        else:
+            parts = [f"artifacts {', '.join(declared.artifacts) or 'none'}"]
+            if attribute == "produces":
+                parts.append(f"metrics {', '.join(declared.metrics) or 'none'}")
+            text = "; ".join(parts)
+        lines.append(f"{attribute}: {text}")
+    extra = component.extra
+    if extra is None:
+        lines.append("extra: none (needs only airflow-mlpipe's own dependencies)")
+    else:
+        missing = extra.missing_modules()
+        state = f"missing here: {', '.join(missing)}" if missing else "installed"
+        lines.append(
+            f"extra: {extra.name} (modules {', '.join(extra.modules)}; {state}); {extra.install_command}"
+        )
+    return ["", *lines]
 
 
 _TEMPLATE = """\
@@ -217,10 +341,113 @@ stages:
 """
 
 
-def _new(args: argparse.Namespace) -> int:
-    from airflow_mlpipe.spec.models import NAME_PATTERN
-    from airflow_mlpipe.spec.schema import SCHEMA_ID
+_COMPONENT_TEMPLATE = '''\
+"""{title}: reads the upstream stage's table and writes a summary of it.
 
+Replace this with one line on what the component does: ``mlpipe components {name}`` shows it.
+
+A stage uses it with ``component: {name}``; its ``config`` is checked against :class:`Config`
+when the spec is validated (so keep this module's imports light: heavy ones go inside ``run``).
+``requires`` and ``produces`` tell ``mlpipe validate`` how stages must be wired, and every run
+is checked against them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_mlpipe.contract import ComponentContext, Produces, Requires
+
+#: The upstream artifact ``run`` reads: a stage using this component must depend on one producing it.
+requires = Requires(artifacts=("table",))
+#: What ``run`` always returns; a run that returns less fails.
+produces = Produces(artifacts=("summary",), metrics=("rows", "flagged"))
+
+
+class Config(BaseModel):
+    """The stage's ``config``."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
+    column: str = Field("score", description="the column of the table to summarise")
+    threshold: float = Field(
+        0.5,
+        description="rows whose column is at least this are flagged",
+        # A trigger may override it ({{"overrides": {{"STAGE": {{"threshold": 0.7}}}}}}); a stage's
+        # 'overridable' list in the spec replaces these marks.
+        json_schema_extra={{"overridable": True}},
+    )
+
+
+def run(config: Config, context: ComponentContext) -> dict[str, Any]:
+    """Summarise the upstream ``table`` artifact (JSON rows) into ``summary.json``."""
+    from airflow.sdk import ObjectStoragePath  # heavy imports stay inside run()
+
+    table = context.input_artifacts("table", hint="depend on a stage that produces 'table'")["table"]
+    rows = json.loads(ObjectStoragePath(table).read_text())
+    flagged = [row for row in rows if float(row[config.column]) >= config.threshold]
+    context.log.info("%d of %d rows flagged", len(flagged), len(rows))
+
+    summary = context.artifact_dir / "summary.json"  # this run's and stage's own folder
+    summary.write_text(json.dumps({{"column": config.column, "flagged": len(flagged), "rows": len(rows)}}))
+    return {{
+        "artifacts": {{"summary": str(summary)}},
+        "metrics": {{"rows": len(rows), "flagged": len(flagged)}},
+    }}
+'''
+
+_COMPONENT_TEST_TEMPLATE = '''\
+"""Unit tests of {name}: run with a real ComponentContext, no Airflow processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import {name} as component
+from airflow_mlpipe.contract import ComponentModule
+from airflow_mlpipe.testing import run_component
+
+# mypy checks the module against the component contract.
+_contract: ComponentModule = component
+
+
+def test_flags_rows_at_or_above_the_threshold(tmp_path: Path) -> None:
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps([{{"score": 0.9}}, {{"score": 0.2}}, {{"score": 0.5}}]))
+
+    outputs = run_component(
+        component,
+        {{"threshold": 0.5}},
+        inputs={{"upstream": {{"artifacts": {{"table": f"file://{{table}}"}}}}}},
+        artifact_dir=tmp_path / "out",
+    )
+
+    assert outputs.metrics == {{"rows": 3.0, "flagged": 2.0}}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary == {{"column": "score", "flagged": 2, "rows": 3}}
+
+
+def test_an_unknown_config_key_is_refused() -> None:
+    with pytest.raises(ValidationError, match="threshhold"):
+        run_component(component, {{"threshhold": 0.5}})
+'''
+
+
+def _new(args: argparse.Namespace) -> int:
+    from airflow_mlpipe.spec import NAME_PATTERN, SCHEMA_ID
+
+    if (args.name is None) == (args.component is None):
+        print("mlpipe: give a pipeline NAME or --component NAME (one of them)", file=sys.stderr)
+        return EXIT_INVALID
+    if args.component is not None:
+        return _new_component(args.component, args.dir, args.force)
     if not re.match(NAME_PATTERN, args.name):
         print(
             f"mlpipe: '{args.name}' is not a valid pipeline name: use lowercase letters, digits and "
@@ -235,6 +462,38 @@ def _new(args: argparse.Namespace) -> int:
     args.dir.mkdir(parents=True, exist_ok=True)
     path.write_text(_TEMPLATE.format(name=args.name, schema=SCHEMA_ID.replace("/blob/", "/raw/")))
     print(f"wrote {path}; check it with: mlpipe validate {path}")
+    return EXIT_OK
+
+
+def _new_component(name: str, folder: Path, force: bool) -> int:
+    parts = name.split(".")
+    bad = [p for p in parts if not p.isidentifier() or keyword.iskeyword(p) or p.startswith("_")]
+    if bad or not all(p.isascii() for p in parts):
+        print(
+            f"mlpipe: '{name}' is not a module path: use dotted Python identifiers that do not start "
+            "with '_' (e.g. acme_ml.components.churn)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    package = folder.joinpath(*parts[:-1])
+    module, test = package / f"{parts[-1]}.py", package / f"test_{parts[-1]}.py"
+    existing = [p for p in (module, test) if p.exists()]
+    if existing and not force:
+        print(f"mlpipe: {', '.join(map(str, existing))} exists; pass --force to overwrite", file=sys.stderr)
+        return EXIT_INVALID
+    package.mkdir(parents=True, exist_ok=True)
+    for depth in range(1, len(parts)):  # the packages of a dotted name, without touching existing ones
+        init = folder.joinpath(*parts[:depth], "__init__.py")
+        if not init.exists():
+            init.write_text(f'"""The {".".join(parts[:depth])} package."""\n')
+    module.write_text(_COMPONENT_TEMPLATE.format(name=name, title=parts[-1].replace("_", " ").capitalize()))
+    test.write_text(_COMPONENT_TEST_TEMPLATE.format(name=name, module=parts[-1]))
+    prefix = ".".join(parts[:-1]) or name
+    print(f"wrote {module} and {test}")
+    print(
+        f"use it in a spec as 'component: {name}' once '{prefix}' is in [mlpipe] component_modules "
+        "(or registered as an airflow_mlpipe.components entry point)"
+    )
     return EXIT_OK
 
 

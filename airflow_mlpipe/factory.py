@@ -50,7 +50,13 @@ def build_dags(spec_folder: str | os.PathLike[str], environment: str | None = No
     only = get_parsing_context().dag_id
     # Read [mlpipe] component_modules once per parse, not twice per stage (an Airflow config lookup).
     prefixes = settings.component_modules()
-    result = load_folder(spec_folder, environment, only=only, component_modules=prefixes)
+    result = load_folder(
+        spec_folder,
+        environment,
+        only=only,
+        component_modules=prefixes,
+        ignore_file_syntax=settings.dag_ignore_file_syntax(),
+    )
     dags: dict[str, DAG] = {}
     for name, pipeline in result.pipelines.items():
         dags[name] = build_dag(pipeline, prefixes)
@@ -219,7 +225,7 @@ def _outlets(component: Component, config: dict[str, Any], pipeline: str) -> lis
 
 
 def _doc_md(pipeline: Pipeline) -> str:
-    rendered = _resolved_spec_json(pipeline.render())
+    rendered = _resolved_spec_json(pipeline.to_execution_format())
     description = pipeline.metadata.description
     return (
         f"{description}\n\n"

@@ -44,3 +44,14 @@ def artifact_root() -> str:
 def smtp_conn_id() -> str:
     """The Airflow connection failure e-mails are sent through."""
     return _get("smtp_conn_id") or DEFAULTS["smtp_conn_id"]
+
+
+def dag_ignore_file_syntax() -> str:
+    """Airflow's ``[core] dag_ignore_file_syntax`` (``glob`` by default, or ``regexp``).
+
+    The spec folder's ``.airflowignore`` files are read with the same syntax as the DAG files'.
+    """
+    from airflow.configuration import conf
+
+    value = str(conf.get("core", "dag_ignore_file_syntax", fallback="glob")).strip().lower()
+    return value or "glob"

@@ -2,13 +2,18 @@
 
 Every user mistake ends up as a :class:`Problem`; many of them together as a :class:`SpecError`.
 The CLI prints them, the DAG factory shows them in a placeholder DAG, and nothing else
-(no traceback) reaches the user.
+(no traceback) reaches the user. A problem with ``severity="warning"`` (a component's extra not
+installed, a deprecated config spelling) is reported by ``mlpipe validate`` but never stops a
+spec from loading.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
@@ -31,11 +36,17 @@ class Problem:
     location: Location | None = None
     field: str = ""
     suggestion: str = ""
+    severity: Severity = "error"
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity == "warning"
 
     def format(self) -> str:
         where = str(self.location) if self.location else "<unknown>"
         field = f"{self.field}: " if self.field else ""
-        text = f"{where}: {field}{self.message}"
+        label = "warning: " if self.is_warning else ""
+        text = f"{where}: {field}{label}{self.message}"
         if self.suggestion:
             text += f"\n    hint: {self.suggestion}"
         return text
@@ -48,14 +59,20 @@ class Problem:
             "field": self.field,
             "message": self.message,
             "suggestion": self.suggestion,
+            "severity": self.severity,
         }
 
 
 class SpecError(Exception):
-    """A spec (or a folder of specs) failed to load; carries every problem found."""
+    """A spec (or a folder of specs) failed to load; carries every problem found.
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
+    ``warnings`` are the spec's warnings, kept so that a broken spec's report has them too;
+    :meth:`format` (what a placeholder DAG shows) is the errors only.
+    """
+
+    def __init__(self, problems: Iterable[Problem], warnings: Iterable[Problem] = ()) -> None:
         self.problems = list(problems)
+        self.warnings = list(warnings)
         super().__init__(self.format())
 
     def format(self) -> str:

@@ -2,7 +2,7 @@
 
 The models check everything a single value can get wrong (types, names, cron, e-mail, semantic
 version, durations). Checks that need the whole spec or the outside world (stage graph, component
-resolution, file names) live in :mod:`airflow_mlpipe.spec.loader`, where locations are at hand.
+resolution, file names) live in :mod:`airflow_mlpipe.spec.checks`, where locations are at hand.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pydantic import (
     TypeAdapter,
     WithJsonSchema,
 )
+
+from airflow_mlpipe.spec.errors import Problem
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,199}$"
 COMPONENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
@@ -191,6 +193,11 @@ class PipelineStage(StageSettings):
     component: str = Field(pattern=COMPONENT_PATTERN, description="e.g. data.extract.database")
     config: dict[str, Any] = Field(default_factory=dict, description="checked by the component's Config")
     dependencies: list[str] = Field(default_factory=list, description="names of stages this one waits for")
+    overridable: list[str] | None = Field(
+        None,
+        description="config fields a trigger may override for this stage; replaces the component's "
+        "own choice (its Config fields marked overridable); [] allows none",
+    )
 
 
 class Pipeline(_Model):
@@ -206,6 +213,7 @@ class Pipeline(_Model):
 
     _environment: str = PrivateAttr(default="dev")
     _sources: tuple[str, ...] = PrivateAttr(default=())
+    _warnings: tuple[Problem, ...] = PrivateAttr(default=())
 
     @property
     def environment(self) -> str:
@@ -217,17 +225,30 @@ class Pipeline(_Model):
         """The files the spec was read from: the base, then the overlay if there was one."""
         return self._sources
 
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        """What validation warned about (never an error: the pipeline loaded)."""
+        return self._warnings
+
     @cached_property  # the model is frozen; the factory asks twice per pipeline, at every parse
     def config_version(self) -> str:
         """Short hash of the fully resolved spec: same values, same hash, whatever the formatting."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        for stage in data["stages"]:
+            if stage["overridable"] is None:
+                # Left out, as before the field existed: a spec that does not use it keeps its hash.
+                del stage["overridable"]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
-    def bind(self, environment: str, sources: tuple[str, ...] = ()) -> Pipeline:
-        """A copy that knows its environment and source files (set by the loader)."""
+    def bind(
+        self, environment: str, sources: tuple[str, ...] = (), warnings: tuple[Problem, ...] = ()
+    ) -> Pipeline:
+        """A copy that knows its environment, source files and warnings (set by the loader)."""
         pipeline = self.model_copy()
         pipeline._environment = environment
         pipeline._sources = sources
+        pipeline._warnings = warnings
         return pipeline
 
     def stage(self, name: str) -> PipelineStage:
@@ -236,8 +257,11 @@ class Pipeline(_Model):
                 return stage
         raise KeyError(name)
 
-    def render(self) -> dict[str, Any]:
-        """The execution format (the seed's ``render()``, plus what execution needs); JSON-safe."""
+    def to_execution_format(self) -> dict[str, Any]:
+        """The execution format (what the seed called ``render()``, plus what execution needs).
+
+        JSON-safe; config values are as written, their Jinja templates not rendered.
+        """
         data = self.model_dump(mode="json", include={"metadata", "stages"})
         return {
             "pipeline": self.name,

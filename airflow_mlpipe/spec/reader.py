@@ -8,6 +8,8 @@ an error in a merged spec still points into the file that supplied the bad value
 
 Only plain data is accepted: any tag outside YAML's core schema (``!!python/...``, custom tags)
 is refused, and aliases are expanded under a budget so a "billion laughs" document fails fast.
+Nesting is counted on libyaml's event stream before any node is composed: composing recurses
+in C, and a few thousand levels (``[[[[...``, 60 KB) overflowed the C stack with libyaml 0.2.5.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ def parse_yaml(raw: bytes | str, file: str) -> Any:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
+        _check_nesting(text, file)
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         raise SpecError([_syntax_problem(exc, file, text)]) from None
@@ -155,6 +158,123 @@ def parse_yaml(raw: bytes | str, file: str) -> Any:
     return _Builder(file, text).build(node)
 
 
+_STARTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_ENDS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_NODE_EVENTS = (yaml.ScalarEvent, yaml.AliasEvent, *_STARTS)
+
+
+class _Open:
+    """A mapping or sequence being read by :func:`_check_nesting`: what the builder's path needs."""
+
+    __slots__ = ("depth", "events", "is_mapping", "key", "merge")
+
+    def __init__(self, is_mapping: bool, depth: int, merge: bool) -> None:
+        self.is_mapping = is_mapping
+        self.depth = depth  # of its children, as :class:`_Builder` counts it
+        self.merge = merge  # the list of a '<<: [*a, *b]'
+        self.events = 0  # child node events seen; in a mapping, even ones are keys
+        self.key: yaml.Event | None = None
+
+
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse a document nested deeper than :data:`MAX_DEPTH`, before anything is composed.
+
+    Pulls libyaml's events one by one (the parser keeps its own stack, it does not recurse) and
+    counts depth as :class:`_Builder` does, so the refusal is the builder's: same message, line,
+    column and field. Parse errors propagate as they would from ``yaml.compose``.
+    """
+    loader = _Loader(text)
+    try:
+        stack: list[_Open] = []
+        anchors: dict[str, yaml.Event] = {}
+        get_event = loader.get_event  # what yaml.parse() loops over, without its generator
+        while (event := get_event()) is not None:
+            if isinstance(event, _ENDS):
+                stack.pop()
+                continue
+            if not isinstance(event, _NODE_EVENTS):
+                continue  # stream and document boundaries
+            if event.anchor is not None and not isinstance(event, yaml.AliasEvent):
+                anchors[event.anchor] = event
+            parent = stack[-1] if stack else None
+            depth = parent.depth if parent else 0
+            is_key = parent is not None and parent.is_mapping and parent.events % 2 == 0
+            # '<<: [*a, *b]': the builder builds neither the '<<' key nor its list, only the
+            # merged mappings, one level down (not two).
+            merge_key = is_key and _is_merge_key(event, loader)
+            merge_list = (
+                parent is not None
+                and parent.is_mapping
+                and not is_key
+                and isinstance(event, yaml.SequenceStartEvent)
+                and _is_merge_key(parent.key, loader)
+            )
+            if depth > MAX_DEPTH and not merge_key and not merge_list:
+                # An alias is built from the node it names, so the builder points there.
+                named = anchors.get(event.anchor or "") if isinstance(event, yaml.AliasEvent) else None
+                location = _event_location(named or event, text, file)
+                path = _event_path(stack, loader)
+                message = f"the document is nested more than {MAX_DEPTH} levels deep"
+                raise SpecError([Problem(message, location, path)])
+            if parent is not None:
+                if is_key:
+                    parent.key = event
+                parent.events += 1
+            if isinstance(event, _STARTS):
+                child_depth = depth if merge_list else depth + 1
+                stack.append(_Open(isinstance(event, yaml.MappingStartEvent), child_depth, merge_list))
+    finally:
+        loader.dispose()
+
+
+def _event_location(event: yaml.Event, text: str, file: str) -> Location:
+    mark = event.start_mark
+    if mark is None:  # pragma: no cover - libyaml marks every event
+        return Location(file, 1, 1)
+    if mark.index >= len(text):
+        return _end_of(text, file)
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+def _event_path(stack: list[_Open], loader: Any) -> str:
+    """The field path :class:`_Builder` gives the node whose event comes next under ``stack``."""
+    path = ""
+    for index, open_ in enumerate(stack):
+        # Each collection's child on the way down is its latest; the innermost one's child (the
+        # refused node) is not counted yet.
+        counted = open_.events if index == len(stack) - 1 else open_.events - 1
+        if open_.merge:
+            continue  # the builder reads '<<' sources with the mapping's own path
+        if not open_.is_mapping:
+            path += f"[{counted}]"
+            continue
+        if counted % 2 == 0:
+            break  # a key: built with its mapping's path
+        key = open_.key
+        if _is_merge_key(key, loader):
+            continue
+        name: Any = "?"
+        if isinstance(key, yaml.ScalarEvent):
+            name = key.value
+            tag = key.tag or loader.resolve(yaml.ScalarNode, key.value, key.implicit)
+            construct = _SCALAR_CONSTRUCTORS.get(tag)
+            if construct is not None:
+                try:
+                    name = construct(loader, yaml.ScalarNode(tag, key.value))
+                except Exception:  # a bad key: the builder reports it, here it only names a path
+                    name = key.value
+        path = f"{path}.{name}" if path else str(name)
+    return path
+
+
+def _is_merge_key(key: yaml.Event | None, loader: Any) -> bool:
+    return (
+        isinstance(key, yaml.ScalarEvent)
+        and key.value == "<<"
+        and (key.tag or loader.resolve(yaml.ScalarNode, key.value, key.implicit)) == _MERGE_TAG
+    )
+
+
 def _end_of(text: str, file: str) -> Location:
     """Where ``text`` ends (libyaml puts the end of a file without a final line break on a line
     after the last one)."""
@@ -166,6 +286,10 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, file: str, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     location = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
     message = exc.problem or "invalid YAML"
+    if "exceeded maximum nesting depth" in message:
+        # libyaml >= 0.2.6 stops at 1000 levels, and its scanner reads a flow collection's
+        # brackets ahead of the events that _check_nesting counts: the same refusal, told alike.
+        return Problem(f"the document is nested more than {MAX_DEPTH} levels deep", location)
     if exc.context:
         message = f"{exc.context}; {message}"
     suggestion = ""

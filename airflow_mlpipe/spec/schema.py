@@ -1,7 +1,8 @@
 """The JSON Schema of a spec, for editors (yaml-language-server) and other tools.
 
 Generated from the pydantic models, with each built-in component's ``Config`` schema applied to
-``config`` when a stage names that component, so editors complete component settings too.
+``config`` (and its field names to ``overridable``) when a stage names that component, so
+editors complete component settings too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,21 @@ def pipeline_schema(components: dict[str, dict[str, Any]] | None = None) -> dict
         stage["allOf"] = [
             {
                 "if": {"properties": {"component": {"const": name}}, "required": ["component"]},
-                "then": {"properties": {"config": _inline_defs(config_schema)}},
+                "then": {
+                    "properties": {
+                        "config": _inline_defs(config_schema),
+                        # Editors complete (and check) the names a stage may list as overridable.
+                        "overridable": {
+                            "anyOf": [
+                                {
+                                    "type": "array",
+                                    "items": {"enum": list(config_schema.get("properties", {}))},
+                                },
+                                {"type": "null"},
+                            ]
+                        },
+                    }
+                },
             }
             for name, config_schema in sorted(components.items())
         ]

@@ -45,8 +45,9 @@ def test_doc_md_shows_the_resolved_spec_as_json(mlpipe_check_dags):
 
     block = dag.doc_md.split("```json\n", 1)[1].split("\n```", 1)[0]
 
-    assert json.loads(block) == pipeline.render()
-    assert block.count("\n") == len(pipeline.render()) + len(pipeline.stages) + 2  # a line per stage
+    execution_format = pipeline.to_execution_format()
+    assert json.loads(block) == execution_format
+    assert block.count("\n") == len(execution_format) + len(pipeline.stages) + 2  # a line per stage
 
 
 def test_reference_dag_follows_the_spec(mlpipe_check_dags):

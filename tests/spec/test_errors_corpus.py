@@ -140,7 +140,7 @@ def test_the_issue_example_loads_as_written() -> None:
     assert pipeline.metadata.start_date == date(2024, 1, 1)
     assert pipeline.metadata.catchup is False
     assert pipeline.defaults.retry_delay == timedelta(minutes=5)
-    assert pipeline.render()["stages"] == [
+    assert pipeline.to_execution_format()["stages"] == [
         {
             "name": "extract",
             "component": "data.extract.database",
@@ -185,8 +185,16 @@ def test_problem_formats_location_field_message_and_hint() -> None:
         "field": "stages[a].retires",
         "message": "unknown field 'retires'",
         "suggestion": "did you mean?",
+        "severity": "error",
     }
     assert Problem("bad").format() == "<unknown>: bad"
+
+
+def test_a_warning_formats_with_its_severity_after_the_field() -> None:
+    warning = Problem("old spelling", Location("p.yaml", 7, 9), "stages[a].config.lr", "rename it", "warning")
+    assert warning.is_warning and not Problem("x").is_warning
+    assert warning.format() == "p.yaml:7:9: stages[a].config.lr: warning: old spelling\n    hint: rename it"
+    assert warning.to_dict()["severity"] == "warning"
 
 
 def test_spec_error_carries_and_formats_every_problem() -> None:

@@ -63,7 +63,7 @@ def check_outcome(base: Path, overlay: Path | None = None, environment: str = "d
             assert problem.format().startswith(str(location))
         return None
     assert isinstance(pipeline, Pipeline)
-    pipeline.render()
+    pipeline.to_execution_format()
     assert len(pipeline.config_version) == 12
     reloaded = Pipeline.model_validate(yaml.safe_load(pipeline.to_yaml()))
     assert reloaded.config_version == pipeline.config_version

@@ -23,7 +23,7 @@ from mlpipe_spec_testing import (
 )
 
 from airflow_mlpipe.spec import SpecError, load_folder, load_pipeline
-from airflow_mlpipe.spec.loader import RESERVED_STAGE_NAMES
+from airflow_mlpipe.spec.checks import RESERVED_STAGE_NAMES
 
 FIXTURE_PACKAGES = Path(__file__).parent / "fixture_pkg"
 THIRD_STAGE = "  - name: evaluate\n    component: mlpipe_spec_fixtures.source\n    dependencies: [train]\n"
@@ -499,7 +499,7 @@ def test_loading_with_explicit_environment_and_modules_never_imports_airflow(tmp
         from airflow_mlpipe.spec import SpecError, load_folder, load_pipeline
 
         pipeline = load_pipeline({str(path)!r}, "dev", component_modules={MODULES!r})
-        pipeline.render(), pipeline.to_yaml(), pipeline.config_version
+        pipeline.to_execution_format(), pipeline.to_yaml(), pipeline.config_version
         try:
             load_pipeline({str(broken)!r}, "dev", component_modules={MODULES!r})
         except SpecError as exc:

@@ -1,4 +1,4 @@
-"""The spec models: field checks (with located problems), render(), to_yaml() and config_version."""
+"""The spec models: field checks (located problems), to_execution_format(), to_yaml(), config_version."""
 
 from __future__ import annotations
 
@@ -388,7 +388,7 @@ def test_pipeline_is_immutable(tmp_path: Path) -> None:
 
 def test_render_has_exactly_the_execution_format(tmp_path: Path) -> None:
     pipeline = load(write(tmp_path, "demo.yaml", VALID), "production")
-    rendered = pipeline.render()
+    rendered = pipeline.to_execution_format()
     assert rendered == {
         "pipeline": "demo",
         "version": "1.0.0",
@@ -420,7 +420,7 @@ def test_render_has_exactly_the_execution_format(tmp_path: Path) -> None:
 
 def test_render_keeps_templated_values_for_run_time(tmp_path: Path) -> None:
     text = edit(VALID, "      epochs: 3\n", '      epochs: "{{ params.epochs }}"\n')
-    rendered = load(write(tmp_path, "demo.yaml", text)).render()
+    rendered = load(write(tmp_path, "demo.yaml", text)).to_execution_format()
     assert rendered["stages"][1]["config"]["epochs"] == "{{ params.epochs }}"
 
 
@@ -723,7 +723,7 @@ def test_render_is_json_safe_even_with_dates_in_stage_config():
         }
     )
 
-    rendered = pipeline.render()
+    rendered = pipeline.to_execution_format()
 
     assert rendered["stages"][0]["config"] == {"since": "2024-01-02"}
     assert json.loads(json.dumps(rendered)) == rendered

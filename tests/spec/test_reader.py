@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,11 +218,72 @@ def test_deep_block_nesting_is_refused_with_the_line_of_the_deepest_key() -> Non
     assert problem.field.startswith("k0.k1.k2.")
 
 
-def test_extreme_flow_nesting_fails_in_the_parser_not_with_a_crash() -> None:
+def test_extreme_flow_nesting_is_refused_like_any_deep_document() -> None:
+    # libyaml >= 0.2.6 refuses it while scanning ahead; older ones leave it to our event count.
     problem = parse_problem("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
-    assert problem.message.startswith("YAML syntax error")
-    assert "maximum nesting depth" in problem.message
+    assert problem.message == f"the document is nested more than {MAX_DEPTH} levels deep"
     assert problem.location is not None and problem.location.line == 1
+
+
+def test_nesting_is_refused_before_any_node_is_composed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Composing recurses in C (a segfault, not an exception, past the C stack): a too-deep
+    # document must never reach it. 200 levels stay under libyaml's own limit of 1000.
+    def compose(*args: object, **kwargs: object) -> None:
+        raise AssertionError("yaml.compose ran on a document nested too deeply")
+
+    monkeypatch.setattr(reader.yaml, "compose", compose)
+    problem = parse_problem("stages:\n" + "- " * 200 + "x\n")
+    assert problem.message == f"the document is nested more than {MAX_DEPTH} levels deep"
+    # The value of 'stages' is depth 1, so the 65th '- ' (column 129) opens depth 65.
+    assert problem.location is not None
+    assert (problem.location.line, problem.location.column) == (2, 2 * (MAX_DEPTH + 1) - 1)
+    assert problem.field == "stages" + "[0]" * MAX_DEPTH
+
+
+def test_a_30000_deep_spec_is_refused_in_a_process_that_exits_normally(tmp_path: Path) -> None:
+    # In a subprocess: with libyaml 0.2.5 (PyYAML <= 6.0.3 wheels) composing this overflowed the
+    # C stack, and a segfault must fail this test rather than kill pytest.
+    spec = tmp_path / "deep.yaml"
+    spec.write_text("stages: " + "[" * 30_000 + "]" * 30_000 + "\n")
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_mlpipe.cli", "validate", str(spec), "--env", "dev"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert f"{spec}:1:" in result.stdout
+    assert f"the document is nested more than {MAX_DEPTH} levels deep" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "{b: " * 70 + "1" + "}" * 70 + "\n",
+        "".join("  " * i + f"k{i}:\n" for i in range(70)) + "  " * 70 + "leaf: 1\n",
+        "top:\n" + "- " * 70 + "x\n",
+        "m: &m {x: 1}\nd:\n" + "".join("  " * i + "- <<: [*m]\n" + "  " * i + "  k:\n" for i in range(40)),
+        "a: [" * 1 + "[" * 62 + "{k: v}" + "]" * 63 + "\n",  # exactly at the limit: no problem
+    ],
+)
+def test_the_event_count_and_the_builder_refuse_alike(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event pass reports what the node builder would have (message, line, column, field)."""
+    outcomes = []
+    for pre_pass in (True, False):
+        if not pre_pass:
+            monkeypatch.setattr(reader, "_check_nesting", lambda text, file: None)
+        try:
+            reader.parse_yaml(text, "spec.yaml")
+        except SpecError as exc:
+            outcomes.append([(p.message, p.location, p.field) for p in exc.problems])
+        else:
+            outcomes.append([])
+    assert outcomes[0] == outcomes[1]
 
 
 def _billion_laughs(levels: int = 9) -> str:
