@@ -28,13 +28,19 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, get_parsing_context
 
-from airflow_mlpipe.contract import overridable_fields
 from airflow_mlpipe.operators.component import ComponentOperator
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
 from airflow_mlpipe.pipeline_run import CACHE_PARAM, OVERRIDES_PARAM, PipelineRef
 from airflow_mlpipe.record import RECORD_TASK_ID
 from airflow_mlpipe.resolver import Component, resolve_component
-from airflow_mlpipe.spec import Pipeline, PipelineStage, SpecError, load_folder
+from airflow_mlpipe.spec import (
+    TASK_SETTINGS,
+    Pipeline,
+    PipelineStage,
+    SpecError,
+    load_folder,
+    stage_overridable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +79,7 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
     components = {
         stage.name: resolve_component(stage.component, component_modules) for stage in pipeline.stages
     }
-    overridable = {stage.name: _overridable(stage, components[stage.name]) for stage in pipeline.stages}
+    overridable = {stage.name: stage_overridable(stage, components[stage.name]) for stage in pipeline.stages}
     ref = PipelineRef(
         name=pipeline.name,
         version=pipeline.version,
@@ -110,9 +116,10 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
     with dag:
         tasks = {}
         for stage in pipeline.stages:
-            settings = pipeline.defaults.model_dump(exclude_none=True) | stage.model_dump(
-                include={"retries", "retry_delay", "execution_timeout", "pool", "queue"}, exclude_none=True
-            )
+            task_settings = set(TASK_SETTINGS)
+            settings = pipeline.defaults.model_dump(
+                include=task_settings, exclude_none=True
+            ) | stage.model_dump(include=task_settings, exclude_none=True)
             tasks[stage.name] = ComponentOperator(
                 task_id=stage.name,
                 component=stage.component,
@@ -181,12 +188,6 @@ def _start_date(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
-
-
-def _overridable(stage: PipelineStage, component: Component) -> frozenset[str]:
-    """The stage's ``overridable`` list from the spec when it has one, else the component's marks."""
-    listed = getattr(stage, "overridable", None)
-    return frozenset(listed) if listed is not None else overridable_fields(component.config_model)
 
 
 def _setting(stage: PipelineStage, pipeline: Pipeline, name: str) -> Any:

@@ -15,7 +15,14 @@ from airflow_mlpipe.spec.discovery import (
 )
 from airflow_mlpipe.spec.errors import Location, Problem, Severity, SpecError
 from airflow_mlpipe.spec.loader import FolderResult, load_folder, load_pipeline, read_spec, read_spec_file
-from airflow_mlpipe.spec.models import NAME_PATTERN, Metadata, Pipeline, PipelineStage, StageSettings
+from airflow_mlpipe.spec.models import (
+    NAME_PATTERN,
+    TASK_SETTINGS,
+    Metadata,
+    Pipeline,
+    PipelineStage,
+    StageSettings,
+)
 from airflow_mlpipe.spec.reader import LocatedDict, LocatedList
 from airflow_mlpipe.spec.schema import SCHEMA_ID, builtin_component_schemas, pipeline_schema
 
@@ -26,6 +33,7 @@ __all__ = [
     "NAME_PATTERN",
     "RESERVED_STAGE_NAMES",
     "SCHEMA_ID",
+    "TASK_SETTINGS",
     "Discovery",
     "FolderResult",
     "LocatedDict",

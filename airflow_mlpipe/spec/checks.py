@@ -192,6 +192,7 @@ def check_components(
             )
         found.warnings += [_deprecation_warning(w, data, index, stage) for w in deprecations]
         found.problems += _check_overridable(stage, component)
+        found.problems += _check_cache(stage, component)
         extra_warning = _extra_warning(stage, component, missing_by_extra)
         if extra_warning is not None:
             found.warnings.append(extra_warning)
@@ -250,6 +251,20 @@ def _check_overridable(stage: LocatedDict, component: Component) -> list[Problem
                 )
             )
     return problems
+
+
+def _check_cache(stage: LocatedDict, component: Component) -> list[Problem]:
+    if stage.get("cache") is not True or component.cache_policy != "never":
+        return []
+    return [
+        Problem(
+            f"component '{component.name}' must never be cached (it has side effects or reads "
+            "data that changes)",
+            stage.value_locations["cache"],
+            f"stages[{stage['name']}].cache",
+            "remove 'cache: true' from this stage",
+        )
+    ]
 
 
 def _extra_warning(

@@ -168,6 +168,16 @@ class StageSettings(_Model):
     execution_timeout: Duration | None = Field(None, description="fail the stage after this long")
     pool: str | None = Field(None, description="Airflow pool the stage runs in")
     queue: str | None = Field(None, description="executor queue (Celery) the stage runs on")
+    cache: bool | None = Field(
+        None,
+        description="reuse the outputs of an identical earlier stage run (same component code, "
+        "config and input contents); default: the component's choice",
+    )
+    cache_ttl: Duration | None = Field(None, description="how old a cached output may be, e.g. '30d'")
+
+
+#: The StageSettings that are Airflow task arguments (``cache`` and ``cache_ttl`` are ours).
+TASK_SETTINGS = ("retries", "retry_delay", "execution_timeout", "pool", "queue")
 
 
 class Metadata(_Model):

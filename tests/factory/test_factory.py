@@ -187,7 +187,7 @@ def test_whole_bad_spec_corpus_beside_good_specs_hides_nothing_and_runs_no_spec_
         (specs / f"{name}.yaml").write_text(GOOD_SPEC.format(name=name))
     marker = tmp_path / "spec-code-ran"
     (specs / "pwn.yaml").write_text(
-        f"name: pwn\nversion: !!python/object/apply:os.system [\"touch {marker}\"]\n"
+        f'name: pwn\nversion: !!python/object/apply:os.system ["touch {marker}"]\n'
         f"stages:\n  - name: a\n    component: subprocess.getoutput\n    config: {{cmd: 'touch {marker}'}}\n"
     )
     broken.add("pwn")
@@ -230,3 +230,43 @@ def test_component_outside_the_allowed_set_is_never_imported(tmp_path, write_spe
     assert INVALID_TAG in dags["sneaky"].tags
     assert "is not allowed" in dags["sneaky"].doc_md
     assert not marker.exists()
+
+
+def test_stage_cache_follows_the_component_policy_unless_the_spec_says_otherwise(tmp_path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    base = (REPO_DAGS / "pipelines" / "recommender_training.yaml").read_text()
+    (folder / "recommender_training.yaml").write_text(base)
+    (folder / "recommender_training.tuned.yaml").write_text(
+        "defaults: {cache_ttl: 30d}\n"
+        "stages:\n"
+        "  - {name: extract, cache: true}\n"
+        "  - {name: train, cache: false}\n"
+    )
+
+    default = build_dags(folder)["recommender_training"]
+    tuned = build_dags(folder, environment="tuned")["recommender_training"]
+
+    assert {
+        task: default.get_task(task).cache
+        for task in ("extract", "transform_features", "train", "evaluate", "register")
+    } == {
+        "extract": False,  # external data: off unless the spec says so
+        "transform_features": True,
+        "train": True,
+        "evaluate": True,
+        "register": False,  # side effects: never
+    }
+    assert default.get_task("train").cache_ttl is None
+    assert tuned.get_task("extract").cache is True and tuned.get_task("train").cache is False
+    assert tuned.get_task("evaluate").cache_ttl == timedelta(days=30)
+
+
+def test_the_trigger_form_offers_only_overridable_fields_and_the_cache_switch(mlpipe_check_dags):
+    dag = mlpipe_check_dags(REPO_DAGS).dags["recommender_training"]
+
+    description = dag.params.get_param("overrides").description
+    assert "train: alpha, epochs, factors, regularization" in description
+    assert "extract: batch_size" in description and "evaluate: metrics" in description
+    assert "query" not in description and "registry" not in description and "thresholds" not in description
+    assert dag.params["cache"] is True

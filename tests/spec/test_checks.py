@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,38 @@ def test_components_without_extra_or_deprecations_give_no_warnings(tmp_path: Pat
         else spec(stage("feats", "features"), stage("only", "trainer", "[feats]"))
     )
     assert load(write(tmp_path, "demo.yaml", text)).warnings == ()
+
+
+def test_cache_true_on_a_component_that_must_never_be_cached_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "reg.yaml").write_text(
+        "name: reg\nversion: 1.0.0\nmetadata: {owner: t}\nstages:\n"
+        "  - name: register\n"
+        "    component: registry.register_model\n"
+        "    config: {registry: 'file:///tmp/r'}\n"
+        "    cache: true\n"
+        "    cache_ttl: 7d\n"
+    )
+
+    result = load_folder(tmp_path)
+
+    [problem] = result.errors["reg"].problems
+    assert problem.field == "stages[register].cache"
+    assert (problem.location.line, problem.location.column) == (8, 12)
+    assert "never be cached" in problem.message and "remove 'cache: true'" in problem.suggestion
+
+
+def test_cache_ttl_is_a_duration(tmp_path: Path) -> None:
+    (tmp_path / "ttl.yaml").write_text(
+        "name: ttl\nversion: 1.0.0\nmetadata: {owner: t}\ndefaults: {cache_ttl: 30d}\nstages:\n"
+        "  - name: extract\n"
+        "    component: data.extract.database\n"
+        "    config: {query: SELECT 1, conn_id: db}\n"
+        "    cache_ttl: 12h\n"
+        "    cache: true\n"
+    )
+
+    pipeline = load_folder(tmp_path).pipelines["ttl"]
+
+    assert pipeline.defaults.cache_ttl == timedelta(days=30)
+    assert pipeline.stage("extract").cache_ttl == timedelta(hours=12)
+    assert pipeline.stage("extract").cache is True  # off by default, allowed when the spec asks
