@@ -24,6 +24,7 @@ SCRIPTS = [
     ("extract_postgres.py", ["--quick"], "## Throughput"),
     ("train_evaluate.py", ["--quick"], "## Training on"),
     ("validate_spec.py", ["--quick"], "valid spec (dev)"),
+    ("stage_cache.py", ["--quick"], "## Reference pipeline: second run"),
 ]
 
 
