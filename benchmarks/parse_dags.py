@@ -49,7 +49,7 @@ import benchlib
 HAVE_DAGFACTORY = importlib.util.find_spec("dagfactory") is not None
 AVAILABLE = ("mlpipe", "handwritten", "dagfactory") if HAVE_DAGFACTORY else ("mlpipe", "handwritten")
 CONTESTANTS = list(AVAILABLE)  # narrowed by --contestants
-COMPONENT = "features.user_engagement"
+COMPONENT = "bench_components.engagement"
 COMPONENT_CONFIG = {"window_days": 7}
 OWNER = "bench-team"
 SCHEDULE = "0 3 * * *"
@@ -111,6 +111,7 @@ HANDWRITTEN_HEADER = '''\
 """Hand-written Airflow DAG {name}: the same DAG the factory builds from {name}.yaml."""
 
 from datetime import datetime, timezone, timedelta
+from types import MappingProxyType
 
 from airflow.sdk import DAG, Param
 
@@ -118,10 +119,15 @@ from airflow_mlpipe.operators.component import ComponentOperator
 from airflow_mlpipe.pipeline_run import PipelineRef
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
 
-PIPELINE = PipelineRef(
-    name="{name}", version="{version}", config_version="handwritten", environment="dev", sources=(__file__,)
-)
 STAGES = {stages!r}
+PIPELINE = PipelineRef(
+    name="{name}",
+    version="{version}",
+    config_version="handwritten",
+    environment="dev",
+    sources=(__file__,),
+    overridable=MappingProxyType({{stage: frozenset({{"window_days"}}) for stage in STAGES}}),
+)
 
 with DAG(
     dag_id="{name}",
@@ -131,7 +137,10 @@ with DAG(
     description="Benchmark pipeline {i}",
     tags=["bench", "mlpipe", "v{version}"],
     default_args={{"owner": "{owner}"}},
-    params={{"overrides": Param({{}}, type="object", title="Config overrides")}},
+    params={{
+        "overrides": Param({{}}, type="object", title="Config overrides"),
+        "cache": Param(True, type="boolean", title="Use the stage cache"),
+    }},
 ):
 '''
 
@@ -151,7 +160,7 @@ def write_handwritten(folder: Path, n: int, m: int) -> None:
                 f'        component="{COMPONENT}",\n'
                 f"        config={COMPONENT_CONFIG!r},\n"
                 "        pipeline=PIPELINE,\n"
-                "        stages=STAGES,\n"
+                "        cache=True,\n"
                 "        retries=1,\n"
                 "        retry_delay=timedelta(minutes=5),\n"
                 "    )\n"
@@ -160,7 +169,6 @@ def write_handwritten(folder: Path, n: int, m: int) -> None:
             "    execution_record = ExecutionRecordOperator(\n"
             '        task_id="execution_record",\n'
             "        pipeline=PIPELINE,\n"
-            "        stages=STAGES,\n"
             f'        notify_on_failure=["{NOTIFY}"],\n'
             "    )\n"
             f"    {' >> '.join(stages)}\n"
@@ -183,7 +191,8 @@ def write_dagfactory(folder: Path, n: int, m: int) -> None:
     for i in range(n):
         name = pipeline_name(i)
         pipeline = (
-            f"{{name: {name}, version: {VERSION}, config_version: dagfactory, environment: dev, sources: []}}"
+            f"{{name: {name}, version: {VERSION}, config_version: dagfactory, environment: dev, sources: [],"
+            f" stages: [{', '.join(stages)}], overridable: [window_days]}}"
         )
         # What every task shares goes into default_args (Airflow hands those to any operator
         # argument of that name), as a dag-factory user would write it; the record task, which
@@ -193,7 +202,6 @@ def write_dagfactory(folder: Path, n: int, m: int) -> None:
             "  default_args:",
             f"    owner: {OWNER}",
             f"    pipeline: {pipeline}",
-            f"    stages: [{', '.join(stages)}]",
             "    retries: 1",
             "    retry_delay:",
             "      __type__: datetime.timedelta",
@@ -205,6 +213,7 @@ def write_dagfactory(folder: Path, n: int, m: int) -> None:
             f'  tags: [bench, mlpipe, "v{VERSION}"]',
             "  params:",
             "    overrides: {}",
+            "    cache: true",
             "  tasks:",
         ]
         previous = None
@@ -214,6 +223,7 @@ def write_dagfactory(folder: Path, n: int, m: int) -> None:
                 "      operator: bench_components.dagfactory_ops.YamlComponentOperator",
                 f"      component: {COMPONENT}",
                 f"      config: {{{', '.join(f'{k}: {v}' for k, v in COMPONENT_CONFIG.items())}}}",
+                "      cache: true",
                 f"      dependencies: [{previous or ''}]",
             ]
             previous = stage
@@ -357,7 +367,9 @@ def child_equivalence(folders: dict[str, str]) -> None:
                 "trigger_rule": str(task.trigger_rule),
                 "component": getattr(task, "component", None),
                 "config": getattr(task, "config", None),
-                "stages": list(getattr(task, "stages", [])),
+                "stages": list(task.pipeline.stages),
+                "overridable": {stage: sorted(f) for stage, f in task.pipeline.overridable.items()},
+                "cache": (getattr(task, "cache", None), getattr(task, "cache_ttl", None)),
                 "pipeline": (task.pipeline.name, task.pipeline.version),
                 "notify": getattr(task, "notify_on_failure", None),
             }

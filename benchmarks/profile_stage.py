@@ -59,7 +59,13 @@ def instrument() -> None:
     ):
         timed(task_runner, name, f"task_runner.{name}")
     timed(task_runner.RuntimeTaskInstance, "xcom_pull", "RuntimeTaskInstance.xcom_pull")
-    for name in ("resolve_component", "stage_overrides", "stage_artifact_dir", "resolve_git_commit"):
+    for name in (
+        "resolve_component",
+        "run_overrides",
+        "stage_fingerprint",
+        "stage_artifact_dir",
+        "resolve_git_commit",
+    ):
         timed(component_operator, name, f"component.{name}")
     timed(component_operator.ComponentOperator, "execute", "ComponentOperator.execute")
     timed(component_operator.ComponentOperator, "_run_component", "ComponentOperator._run_component")

@@ -1,7 +1,8 @@
 """The project's operators with YAML-friendly arguments, for the dag-factory contestant.
 
 dag-factory passes a task's YAML keys to the operator as keyword arguments, and YAML cannot
-spell the ``PipelineRef`` dataclass the operators take. These subclasses accept it as a mapping,
+spell the ``PipelineRef`` dataclass the operators take. These subclasses accept it as a mapping
+(with the pipeline's ``stages`` and the ``overridable`` fields every stage shares),
 so the dag-factory DAGs hold exactly the same operators, arguments and dependencies as the
 factory's and the hand-written ones.
 """
@@ -9,6 +10,7 @@ factory's and the hand-written ones.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from airflow_mlpipe.operators.component import ComponentOperator
@@ -17,7 +19,12 @@ from airflow_mlpipe.pipeline_run import PipelineRef
 
 
 def _ref(pipeline: Mapping[str, Any]) -> PipelineRef:
-    return PipelineRef(**{**pipeline, "sources": tuple(pipeline.get("sources", ()))})
+    fields = {key: value for key, value in pipeline.items() if key not in ("stages", "overridable")}
+    allowed = frozenset(pipeline.get("overridable", ()))
+    overridable = MappingProxyType({stage: allowed for stage in pipeline.get("stages", ())})
+    return PipelineRef(
+        **{**fields, "sources": tuple(pipeline.get("sources", ())), "overridable": overridable}
+    )
 
 
 class YamlComponentOperator(ComponentOperator):
