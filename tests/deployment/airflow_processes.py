@@ -350,11 +350,13 @@ def celery_cluster(
     specs: Mapping[str, str],
     dag_ids: set[str],
     env: Mapping[str, str] | None = None,
+    users: Mapping[str, str] | None = None,
 ) -> Iterator[CeleryCluster]:
     """The compose topology as processes over a copy of ``dags/`` plus ``specs``, on a fresh database.
 
     Yields once the api-server answers and ``dag_ids`` are parsed; ``env`` adds or overrides
-    settings. Skips (fails under ``CI=true``) without PostgreSQL, Redis or the Celery provider.
+    settings, ``users`` adds SimpleAuthManager users (name -> role) beside ``admin``. Skips (fails
+    under ``CI=true``) without PostgreSQL, Redis or the Celery provider.
     Stops every process group, drops the database and this cluster's broker keys on exit.
     """
     require_service(config, "PostgreSQL", PG_HOST, PG_PORT)
@@ -369,7 +371,7 @@ def celery_cluster(
     api_port = free_port()
     base_url = f"http://127.0.0.1:{api_port}"
     smtp = SmtpSink()
-    users = write_passwords(root / "passwords.json", {"admin": "admin"})
+    users_setting = write_passwords(root / "passwords.json", {"admin": "admin", **(users or {})})
     pg = f"postgres@{PG_HOST}:{PG_PORT}/{database}"
     processes = AirflowProcesses(
         clean_environment(
@@ -385,7 +387,7 @@ def celery_cluster(
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
             AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base_url}/execution/",
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=users,
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=users_setting,
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
             AIRFLOW__API__BASE_URL=base_url,
             AIRFLOW__API__WORKERS="1",

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from airflow_processes import CeleryCluster, celery_cluster, head_commit, wait_until
+from airflow_processes import AirflowApi, CeleryCluster, celery_cluster, head_commit, wait_until
 
 from airflow_mlpipe.testing.smtp import html_body, text_body
 
@@ -29,10 +29,17 @@ ENVIRONMENT = "e2e"
 STAGES = ["extract", "transform_features", "train", "evaluate", "register"]
 
 OVERLAY = """\
-# The deployment tests' environment: manual runs only, so unpausing it starts no scheduled run.
+# The deployment tests' environment: manual runs only, so unpausing it starts no scheduled run;
+# the registry in the cluster's folder (a trigger may not change a registry).
 metadata:
   schedule: null
+stages:
+  - name: register
+    config: {{registry: "file://{registry}"}}
 """
+#: A user who may trigger DAGs (SimpleAuthManager's "user" role) but, like anyone without write
+#: access to the spec folder, not author them.
+TRIGGERER = "triggerer"
 
 FAILING = """\
 name: failing_pipeline
@@ -47,7 +54,7 @@ stages:
     component: data.extract.database
     config:
       query: "SELECT * FROM table_that_does_not_exist"
-      connection: analytics_db
+      conn_id: analytics_db
     retries: 0
   - name: features
     component: features.user_engagement
@@ -67,7 +74,7 @@ stages:
     component: data.extract.database
     config:
       query: "SELECT user_id, item_id FROM user_events LIMIT 100"
-      connection: analytics_db
+      conn_id: analytics_db
     retries: 0
 """
 
@@ -82,20 +89,20 @@ def cluster(
     analytics = root / "analytics.db"
     generate_user_events(analytics, n_users=600, n_items=300, n_events=30_000)
     specs = {
-        f"recommender_training.{ENVIRONMENT}.yaml": OVERLAY,
+        f"recommender_training.{ENVIRONMENT}.yaml": OVERLAY.format(registry=root / "registry"),
         "failing_pipeline.yaml": FAILING,
         "minutely_events.yaml": MINUTELY,
     }
     env = {"AIRFLOW__MLPIPE__ENVIRONMENT": ENVIRONMENT, "AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics}"}
     dag_ids = {"recommender_training", "failing_pipeline", "minutely_events"}
-    with celery_cluster(request.config, root, specs, dag_ids, env) as started:
+    with celery_cluster(request.config, root, specs, dag_ids, env, users={TRIGGERER: "user"}) as started:
         yield started
 
 
 def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCluster):
     api = cluster.api
     api.set_paused("recommender_training", False)
-    conf = {"overrides": {"register": {"registry": f"file://{cluster.registry}"}}}
+    conf = {"overrides": {"train": {"epochs": 12}}}
     run_id = api.trigger("recommender_training", conf)
 
     run = api.wait_for_run("recommender_training", run_id, timeout=300)
@@ -143,6 +150,85 @@ def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCl
         assert f"Stage '{stage}' finished in" in log, log[-3000:]
     assert "Metric recall@10 =" in api.task_log("recommender_training", run_id, "evaluate")
     assert "Execution record: completed=" in api.task_log("recommender_training", run_id, "execution_record")
+
+
+def test_an_unchanged_rerun_takes_every_cacheable_stage_from_the_cache(cluster: CeleryCluster):
+    # Runs after the first recommender_training run above, on the same artifact root.
+    api = cluster.api
+    conf = {"overrides": {"train": {"epochs": 12}}}
+    first = api.xcom(
+        "recommender_training", latest_successful_run(api, "recommender_training"), "execution_record"
+    )
+
+    run_id = api.trigger("recommender_training", conf)
+
+    run = api.wait_for_run("recommender_training", run_id, timeout=300)
+    assert run["state"] == "success", cluster.explain("recommender_training", run_id)
+    record = api.xcom("recommender_training", run_id, "execution_record")
+    # extract (external data) and register (a side effect) run again; the rest is cached.
+    assert record["stages_cached"] == ["transform_features", "train", "evaluate"]
+    assert record["cached_from"] == dict.fromkeys(record["stages_cached"], first["execution_id"])
+    assert record["outputs"]["extract"]["digests"] == first["outputs"]["extract"]["digests"]
+    assert record["outputs"]["train"] == first["outputs"]["train"]
+    assert record["fingerprints"] == first["fingerprints"]
+    assert (
+        record["outputs"]["register"]["metrics"]["version"]
+        == first["outputs"]["register"]["metrics"]["version"] + 1
+    )
+    # The components of the cached stages did not run: their task logs say so, and hold none of
+    # the component's own progress lines.
+    train_log = api.task_log("recommender_training", run_id, "train")
+    assert (
+        f"cache hit: fingerprint {record['fingerprints']['train']} from run {first['execution_id']}"
+        in train_log
+    )
+    assert "to train on" not in train_log and "validation recall" not in train_log
+    assert "to train on" in api.task_log("recommender_training", first["execution_id"], "train")
+
+    # {"cache": false} recomputes everything.
+    uncached = api.trigger("recommender_training", {**conf, "cache": False})
+    assert api.wait_for_run("recommender_training", uncached, timeout=300)["state"] == "success"
+    assert api.xcom("recommender_training", uncached, "execution_record")["stages_cached"] == []
+
+
+def latest_successful_run(api, dag_id: str) -> str:
+    runs = api.get(f"/api/v2/dags/{dag_id}/dagRuns", order_by="-run_after", state="success")["dag_runs"]
+    return runs[0]["dag_run_id"]
+
+
+def test_a_user_who_may_only_trigger_cannot_change_what_the_spec_author_fixed(cluster: CeleryCluster):
+    triggerer = AirflowApi(cluster.api.base_url, TRIGGERER, f"{TRIGGERER}-password")
+    versions = sorted((cluster.registry / "recommender_training" / "versions").iterdir())
+    # What the security review did: another database and query, and a model past its gate.
+    conf = {
+        "overrides": {
+            "extract": {"conn_id": "hr_db", "query": "SELECT * FROM salaries"},
+            "register": {"promote_if": "always"},
+        }
+    }
+
+    run_id = triggerer.trigger("recommender_training", conf)
+
+    run = triggerer.wait_for_run("recommender_training", run_id, timeout=300)
+    assert run["state"] == "failed"
+    assert run["triggering_user_name"] == TRIGGERER
+    states = cluster.api.task_states("recommender_training", run_id)
+    assert states["extract"] == "failed"
+    assert {states[stage] for stage in STAGES[1:]} == {"upstream_failed"}
+    record = cluster.api.xcom("recommender_training", run_id, "execution_record")
+    error = record["errors"]["extract"]
+    for field in ("extract.conn_id", "extract.query", "register.promote_if"):
+        assert field in error, error
+    assert "overridable: [...]" in error
+    assert "Component: data.extract.database" in cluster.api.task_log(
+        "recommender_training", run_id, "extract"
+    )
+    assert "Extracting from connection" not in cluster.api.task_log("recommender_training", run_id, "extract")
+    assert sorted((cluster.registry / "recommender_training" / "versions").iterdir()) == versions
+
+    # The same user may change what the spec lets a trigger change.
+    allowed = triggerer.trigger("recommender_training", {"overrides": {"train": {"epochs": 3}}})
+    assert triggerer.wait_for_run("recommender_training", allowed, timeout=300)["state"] == "success"
 
 
 def test_failing_pipeline_sends_one_failure_email(cluster: CeleryCluster):
