@@ -26,6 +26,7 @@ Nothing here imports Airflow: the spec layer and ``mlpipe validate`` use this mo
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -273,6 +274,7 @@ class ConfigDeprecationWarning(DeprecationWarning):
 OVERRIDABLE = "overridable"
 
 
+@functools.lru_cache(maxsize=1024)  # asked per stage at every parse; a class's fields are fixed
 def overridable_fields(config_model: type[BaseModel]) -> frozenset[str]:
     """The fields of ``config_model`` marked ``Field(..., json_schema_extra={"overridable": True})``."""
     names = set()
