@@ -62,12 +62,18 @@ PIPELINE = """\
         config:
           query: "SELECT * FROM user_events"
           connection: analytics_db
+      - name: features
+        component: features.user_engagement
+        dependencies: [extract]
+      - name: train
+        component: model.matrix_factorization
+        dependencies: [features]
       - name: evaluate
         component: evaluation.recommender
         config:
           metrics: ["recall@10", "ndcg@10"]
           thresholds: {recall@10: 0.2, ndcg@10: 0.1}
-        dependencies: [extract]
+        dependencies: [train]
       - name: register
         component: registry.register_model
         config:

@@ -117,11 +117,14 @@ def test_without_a_readable_resolved_spec_the_dag_structure_is_summarised(serial
     assert (found["owners"], found["schedule"], found["tags"]) == (["ranking-team"], "0 0 * * *", ["ranking"])
     assert [s["component"] for s in found["stages"]] == [
         "data.extract.database",
+        "features.user_engagement",
+        "model.matrix_factorization",
         "evaluation.recommender",
         "registry.register_model",
         "registry.register_model",
     ]
     assert found["stages"][1]["dependencies"] == ["extract"]
+    assert found["stages"][3]["dependencies"] == ["train"]
     # the tasks' own (serialized template field) configs still give thresholds and registries
     assert found["thresholds"] == {"recall@10": 0.2, "ndcg@10": 0.1}
     assert [r["uri"] for r in found["registries"]] == [
