@@ -9,20 +9,23 @@ Routes (relative to the prefix):
   whichever loader file): its spec summary, its DAG's state, its newest run and its latest
   execution record;
 * ``GET /api/pipelines/{name}/records``: its execution records with their runs, newest first;
+* ``GET /api/pipelines/{name}/compare?a=RUN_ID&b=RUN_ID``: how run ``b``'s record differs from
+  run ``a``'s, stage by stage (:func:`airflow_mlpipe.compare.compare_records`), with both runs;
 * ``GET /api/pipelines/{name}/registry``: the versions in the registries its spec names, and
   where each alias points.
 
 Every ``/api`` route authenticates like Airflow's REST API (401 without a token or session, 403
 with an invalid one) and asks Airflow's auth manager whether the user may read the DAG, and
-for records its runs and XComs (403 otherwise). Query parameters are bounded (422 outside the
-bounds). Specs are known from their serialized DAGs in the metadata database: this process never
-reads a spec file. Every response passes through Airflow's secrets masker.
+for records (and comparisons of them) its runs and XComs (403 otherwise). Query parameters are
+bounded (422 outside the bounds). Specs are known from their serialized DAGs in the metadata
+database: this process never reads a spec file. Every response passes through Airflow's secrets
+masker.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
@@ -42,6 +45,12 @@ MAX_OFFSET = 1_000_000
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="records per page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="records to skip, newest first")]
+#: Airflow's own bound on a run id (``airflow.models.base.ID_LEN``).
+MAX_RUN_ID = 250
+RunA = Annotated[str, Query(min_length=1, max_length=MAX_RUN_ID, description="the run compared against")]
+RunB = Annotated[
+    str, Query(min_length=1, max_length=MAX_RUN_ID, description="the run whose changes are shown")
+]
 
 User = Annotated[BaseUser, Depends(security.current_user)]
 
@@ -138,6 +147,60 @@ class RegistryCollection(BaseModel):
     models: list[RegistryModel]
 
 
+StageStatus = Literal["computed", "cached", "failed", "skipped", "absent"]
+
+
+class ConfigDifference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="the config leaf, dotted (early_stopping.patience)")
+    a: Any = Field(description="its value in run a (null where a lacks it)")
+    b: Any = Field(description="its value in run b (null where b lacks it)")
+
+
+class ArtifactComparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    a: str | None = Field(description="the artifact's content digest in run a")
+    b: str | None = Field(description="the artifact's content digest in run b")
+    same: bool = Field(description="both runs have a digest and they are equal")
+
+
+class MetricComparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    a: float | str | None
+    b: float | str | None
+    delta: float | None = Field(description="b - a, where both are numbers")
+
+
+class StageComparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    status: tuple[StageStatus, StageStatus] = Field(description="the stage's status in run a and in run b")
+    config: list[ConfigDifference] = Field(description="every config leaf that differs")
+    artifacts: list[ArtifactComparison]
+    metrics: list[MetricComparison] = Field(description="every metric either run has")
+    same: bool = Field(description="config, artifact digests and metrics all equal")
+
+
+class RunComparison(BaseModel):
+    """How run ``b`` differs from run ``a``, stage by stage, with both runs as the records route has them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: str
+    runs: tuple[str | None, str | None] = Field(description="the records' execution ids, a then b")
+    config_version: tuple[str | None, str | None]
+    stages: list[StageComparison]
+    same: bool = Field(description="every stage is the same")
+    a: RunEntry
+    b: RunEntry
+
+
 def create_app() -> FastAPI:
     """The FastAPI app Airflow mounts at :data:`URL_PREFIX`."""
     app = FastAPI(
@@ -207,6 +270,34 @@ def create_app() -> FastAPI:
         records = [RunEntry(**entry) for entry in entries]
         return _masked(RecordCollection(pipeline=name, records=records, total_entries=total))
 
+    @app.get("/api/pipelines/{name}/compare")
+    def compare(name: str, user: User, a: RunA, b: RunB) -> RunComparison:
+        """How run ``b``'s record differs from run ``a``'s: per stage, status, config, digests, metrics."""
+        from airflow.utils.session import create_session
+
+        from airflow_mlpipe.compare import compare_records
+        from airflow_mlpipe.plugin import queries
+
+        security.require_read(user, name, security.RECORD_ENTITIES)
+        with create_session() as session:
+            _require_pipeline(session, name)
+            entries = {run_id: queries.record(session, name, run_id) for run_id in dict.fromkeys((a, b))}
+        entry_a, entry_b = entries[a], entries[b]
+        if entry_a is None or entry_b is None:
+            missing = [run_id for run_id, entry in entries.items() if entry is None]
+            named = " and ".join(f"'{run_id}'" for run_id in missing)
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                f"No execution record for run {named} of pipeline '{name}': the run does not exist "
+                "or has not finished; pick runs listed by "
+                f"/mlpipe/api/pipelines/{quote(name, safe='')}/records",
+            )
+        comparison = compare_records(entry_a["record"], entry_b["record"])
+        for stage in comparison["stages"]:
+            _mask_config_values(stage["config"])
+        response = RunComparison(pipeline=name, **comparison, a=RunEntry(**entry_a), b=RunEntry(**entry_b))
+        return _masked(response)
+
     @app.get("/api/pipelines/{name}/registry")
     def registry(name: str, user: User) -> RegistryCollection:
         """The models the pipeline's current spec registers: versions (newest first), the alias's version."""
@@ -232,6 +323,17 @@ def _require_pipeline(session: Any, name: str) -> None:
 
     if not queries.is_pipeline(session, name):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No pipeline named '{name}' (no DAG tagged 'mlpipe')")
+
+
+def _mask_config_values(differences: list[dict[str, Any]]) -> None:
+    """Mask each difference's values by the name of its config key.
+
+    The masker hides values by their dict key; here the key (``db.password``) is itself a value,
+    so the masker would not see it: ask it about the dotted key instead.
+    """
+    for difference in differences:
+        for run in ("a", "b"):
+            difference[run] = mask(difference[run], name=difference["key"])
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

@@ -14,10 +14,14 @@ from typing import Any
 MAX_DEPTH = 32
 
 
-def mask(value: Any) -> Any:
-    """``value`` with every secret Airflow's masker knows replaced by ``***``."""
+def mask(value: Any, name: str | None = None) -> Any:
+    """``value`` with every secret Airflow's masker knows replaced by ``***``.
+
+    ``name``, when given, is the key ``value`` is known by: a sensitive one (``password``,
+    ``db.token``...) hides the whole value.
+    """
     try:  # the api-server's masker (the one the REST API uses)
         from airflow._shared.secrets_masker import redact
     except ImportError:  # pragma: no cover - other Airflow 3 layouts
         from airflow.sdk.log import redact
-    return redact(value, max_depth=MAX_DEPTH)
+    return redact(value, name=name, max_depth=MAX_DEPTH)

@@ -64,6 +64,17 @@ def _record_value(xcom: Any) -> Any:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def _record_filter(dag_id: str) -> tuple[Any, ...]:
+    from airflow.models.xcom import XComModel
+
+    return (
+        XComModel.dag_id == dag_id,
+        XComModel.task_id == RECORD_TASK_ID,
+        XComModel.key == "return_value",
+        XComModel.map_index == -1,
+    )
+
+
 def records(
     session: Session, dag_id: str, limit: int = 50, offset: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
@@ -72,12 +83,7 @@ def records(
     from airflow.models.xcom import XComModel
     from sqlalchemy import func, select
 
-    where = (
-        XComModel.dag_id == dag_id,
-        XComModel.task_id == RECORD_TASK_ID,
-        XComModel.key == "return_value",
-        XComModel.map_index == -1,
-    )
+    where = _record_filter(dag_id)
     total = session.scalar(select(func.count()).select_from(XComModel).where(*where)) or 0
     query = (
         select(XComModel, DagRun)
@@ -91,6 +97,28 @@ def records(
         {**run_summary(run), "record": _record_value(xcom)} for xcom, run in session.execute(query).all()
     ]
     return entries, total
+
+
+def record(session: Session, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """The execution record of one run of ``dag_id`` with its run, as :func:`records` gives it.
+
+    None when the run does not exist or has no record (yet: it may still be running).
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select
+
+    query = (
+        select(XComModel, DagRun)
+        .join(DagRun, DagRun.id == XComModel.dag_run_id)
+        .where(*_record_filter(dag_id), DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+        .limit(1)
+    )
+    row = session.execute(query).first()
+    if row is None:
+        return None
+    xcom, run = row
+    return {**run_summary(run), "record": _record_value(xcom)}
 
 
 def latest_run(session: Session, dag_id: str) -> dict[str, Any] | None:

@@ -5,6 +5,10 @@ the charts draw a line, points and the threshold for each metric, that the recor
 registry show, and that links lead to the DAG in Airflow, both on the page itself and inside the
 Airflow UI, where the page is the "ML Pipelines" entry of the navigation (an iframe).
 
+Then picks two runs in the records table (one by mouse, one by keyboard), opens the compare view
+and checks that it shows, per stage, each run's status, the config keys the second run changed,
+and the metric deltas (B - A) the API computes.
+
 Skipped where chromium or chromedriver is missing (``apt-get install chromium chromium-driver``),
 except under ``CI=true``. Screenshots go to the session's temporary directory.
 """
@@ -192,3 +196,78 @@ def test_page_inside_the_airflow_ui_navigates_the_ui(browser, ui_server, tmp_pat
     wait(driver, lambda d: d.current_url == f"{ui_server.base_url}/dags/recommender_training", "the DAG page")
     wait(driver, lambda d: not css(d, "iframe[title='ML Pipelines']"), "the frame to go away")
     wait(driver, lambda d: "recommender_training" in d.find_element("tag name", "body").text, "the DAG")
+
+
+def test_two_picked_runs_are_compared_stage_by_stage(browser, ui_server, tmp_path_factory):
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    runs = ui_server.runs
+    log_in(driver, ui_server, "/mlpipe/")
+    wait(driver, page_loaded, "the page")
+
+    # Looked up each time: the page's periodic refresh redraws the table (the picks survive it).
+    def pick(label: str):
+        return css(driver, f"#records tr[data-run-id='{runs[label]}'] input.pick-run")[0]
+
+    def compare_button():
+        return css(driver, "#compare-runs")[0]
+
+    assert not compare_button().is_enabled()
+    pick("first").click()
+    assert not compare_button().is_enabled()  # one run is not a comparison
+    pick("second").send_keys(Keys.SPACE)  # the keyboard ticks a box too
+    wait(driver, lambda d: compare_button().is_enabled(), "Compare to be enabled with two runs")
+    pick("failed").click()
+    assert not compare_button().is_enabled()  # three runs are not one comparison
+    assert "exactly two" in css(driver, "#compare-hint")[0].text
+    pick("failed").send_keys(Keys.SPACE)
+    wait(driver, lambda d: compare_button().is_enabled(), "Compare to be enabled again")
+    compare_button().send_keys(Keys.ENTER)
+
+    section = wait(driver, lambda d: css(d, "#compare[data-loaded='true']"), "the comparison")[0]
+    driver.save_screenshot(str(tmp_path_factory.getbasetemp() / "mlpipe-compare.png"))
+    assert driver.switch_to.active_element.get_attribute("id") == "compare-title"  # focus moves to it
+    # The older run is A, the newer B.
+    assert runs["first"] in css(section, "dd[data-run='A']")[0].text
+    assert runs["second"] in css(section, "dd[data-run='B']")[0].text
+
+    api = ui_server.api()
+    records = api.get("/mlpipe/api/pipelines/recommender_training/records")["records"]
+    by_run = {entry["run_id"]: entry["record"] for entry in records}
+    first, second = by_run[runs["first"]], by_run[runs["second"]]
+
+    stages = {block.get_attribute("data-stage"): block for block in css(section, ".compare-stage")}
+    assert list(stages) == ["extract", "transform_features", "train", "evaluate", "register"]
+    for name, block in stages.items():
+        expected = ["cached" if name in record["stages_cached"] else "computed" for record in (first, second)]
+        assert [badge.text for badge in css(block, "h4 .status .badge")] == expected
+
+    # The config keys the second run's overrides changed, with both values.
+    train = stages["train"]
+    factors = [cell.text for cell in css(train, "tr[data-key='factors'] td")]
+    assert factors == ["factors", str(first["configs"]["train"]["factors"]), "16"]
+    epochs = [cell.text for cell in css(train, "tr[data-key='epochs'] td")]
+    assert epochs == ["epochs", str(first["configs"]["train"]["epochs"]), "10"]
+    assert "differs" in css(train, "li[data-artifact='model']")[0].text
+    # The records table marks the stages a run reused from the cache.
+    second_row = css(driver, f"#records tr[data-run-id='{runs['second']}']")[0].text
+    assert second["stages_cached"], "the second run's features have the first's inputs: reused"
+    for name in second["stages_cached"]:
+        assert f"↺ {name}" in second_row and f"✓ {name}" not in second_row
+
+    # recall@10's delta, B - A, signed and highlighted.
+    recall_a = first["outputs"]["evaluate"]["metrics"]["recall@10"]
+    recall_b = second["outputs"]["evaluate"]["metrics"]["recall@10"]
+    delta = css(stages["evaluate"], "tr[data-metric='recall@10'] .delta")[0]
+    assert float(delta.get_attribute("data-delta")) == pytest.approx(recall_b - recall_a)
+    if recall_b != recall_a:
+        sign, direction = ("+", "up") if recall_b > recall_a else ("\u2212", "down")
+        assert delta.text.startswith(sign) and direction in delta.get_attribute("class").split()
+    else:
+        assert delta.text.startswith("±0")
+
+    # Escape closes it and gives the focus back to Compare.
+    driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait(driver, lambda d: not css(d, "#compare")[0].is_displayed(), "the comparison to close")
+    assert driver.switch_to.active_element.get_attribute("id") == "compare-runs"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import runpy
 import subprocess
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ DATA_ROUTES = [
     f"{API}/pipelines",
     f"{API}/pipelines/recommender_training/records",
     f"{API}/pipelines/recommender_training/registry",
+    f"{API}/pipelines/recommender_training/compare?a=x&b=y",
 ]
 
 
@@ -216,6 +218,82 @@ def test_a_deeply_nested_spec_does_not_take_the_api_server_down(ui_server):
         assert api.get(f"{API}/pipelines/deep_nesting/records")["total_entries"] == 0
     # the rest of its folder is unaffected
     assert "ranking_features" in {p["name"] for p in pipelines}
+
+
+def _compare_path(pipeline: str, a: str, b: str) -> str:
+    return f"{API}/pipelines/{pipeline}/compare?{urlencode({'a': a, 'b': b})}"
+
+
+def test_compare_names_the_changed_config_and_the_metric_deltas_of_two_real_runs(ui_server):
+    api = ui_server.api("viewer")
+    runs = ui_server.runs
+    data = api.get(f"{API}/pipelines/recommender_training/compare", a=runs["first"], b=runs["second"])
+    records = {
+        r["run_id"]: r["record"] for r in api.get(f"{API}/pipelines/recommender_training/records")["records"]
+    }
+    first, second = records[runs["first"]], records[runs["second"]]
+
+    assert data["pipeline"] == "recommender_training" and data["runs"] == [runs["first"], runs["second"]]
+    assert (data["a"]["run_id"], data["b"]["run_id"]) == (runs["first"], runs["second"])
+    assert data["a"]["record"] == first and data["b"]["record"] == second  # as the records route has them
+    assert data["same"] is False
+    stages = {stage["stage"]: stage for stage in data["stages"]}
+    assert list(stages) == ["extract", "transform_features", "train", "evaluate", "register"]
+
+    # The second run's trigger-time overrides (conftest.py) against the spec's values.
+    train = stages["train"]
+    assert train["status"] == ["computed", "computed"]
+    changed = {difference["key"]: (difference["a"], difference["b"]) for difference in train["config"]}
+    assert changed == {
+        "factors": (first["configs"]["train"]["factors"], 16),
+        "epochs": (first["configs"]["train"]["epochs"], 10),
+    }
+    assert (
+        changed["factors"][0] == 64 and changed["epochs"][0] == 50
+    )  # dags/pipelines/recommender_training.yaml
+    for stage in data["stages"]:  # a cached stage in B says so
+        cached = stage["stage"] in second["stages_cached"]
+        assert stage["status"][1] == ("cached" if cached else "computed")
+
+    evaluate = {metric["name"]: metric for metric in stages["evaluate"]["metrics"]}
+    recall_a = first["outputs"]["evaluate"]["metrics"]["recall@10"]
+    recall_b = second["outputs"]["evaluate"]["metrics"]["recall@10"]
+    assert evaluate["recall@10"]["a"] == recall_a and evaluate["recall@10"]["b"] == recall_b
+    assert evaluate["recall@10"]["delta"] == pytest.approx(recall_b - recall_a)
+    # A different model: the trained artifact's content differs.
+    [model] = [artifact for artifact in train["artifacts"] if artifact["name"] == "model"]
+    assert model["a"] and model["b"] and model["same"] is False
+
+
+def test_compare_against_a_failed_run_and_the_errors_of_a_bad_request(ui_server):
+    api = ui_server.api("viewer")
+    runs = ui_server.runs
+    data = api.get(f"{API}/pipelines/recommender_training/compare", a=runs["failed"], b=runs["first"])
+    statuses = {stage["stage"]: stage["status"] for stage in data["stages"]}
+    assert statuses["extract"] == ["failed", "computed"]
+    assert statuses["register"] == ["skipped", "computed"]
+    assert "invalid config for stage 'extract'" in data["a"]["record"]["errors"]["extract"]
+
+    response = api.client.get(_compare_path("recommender_training", runs["first"], "manual__no_such_run"))
+    assert response.status_code == 404
+    assert (
+        "'manual__no_such_run'" in response.json()["detail"]
+        and runs["first"] not in response.json()["detail"]
+    )
+    # A run of another pipeline is not a run of this one.
+    other = _compare_path("recommender_training", runs["first"], runs["features"])
+    assert api.status(other) == 404
+    assert api.status(_compare_path("no_such_pipeline", runs["first"], runs["second"])) == 404
+    assert api.status(f"{API}/pipelines/recommender_training/compare?a={runs['first']}") == 422
+    assert api.status(_compare_path("recommender_training", runs["first"], "x" * 251)) == 422
+
+
+def test_compare_needs_read_access_to_the_runs_and_xcoms(ui_server):
+    runs = ui_server.runs
+    path = _compare_path("recommender_training", runs["first"], runs["second"])
+    assert ui_server.api("analyst").status(path) == 403  # may not read the DAG
+    assert ui_server.api("auditor").status(path) == 403  # may read the runs, not the XComs
+    assert ui_server.api("viewer").status(path) == 200
 
 
 def test_authorization_is_per_dag_and_agrees_with_the_rest_api(ui_server):

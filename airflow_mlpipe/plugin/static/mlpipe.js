@@ -1,12 +1,15 @@
 // The ML Pipelines page (airflow-mlpipe): reads ./api/ and draws the overview, the selected
-// pipeline's execution records, a chart per metric over runs, and its model registry.
+// pipeline's execution records, a chart per metric over runs, two runs compared stage by stage,
+// and its model registry.
 // Vanilla JS, no dependencies; every value from the API is inserted as text, never as HTML.
 "use strict";
 
 (function () {
   const SVG_NS = "http://www.w3.org/2000/svg";
   const REFRESH_MS = 60000;
-  const state = { pipelines: [], selected: null, timer: null };
+  // picked: the run ids ticked for comparison (kept across the periodic refresh, per pipeline);
+  // comparing: the comparison on show, {pipeline, a, b}, a being the older run.
+  const state = { pipelines: [], selected: null, timer: null, picked: new Set(), pickedFor: null, comparing: null, entries: [] };
 
   // -- small DOM helpers -------------------------------------------------------------------
 
@@ -355,16 +358,23 @@
 
   function renderRecords(entries) {
     const box = clear(document.getElementById("records"));
+    state.entries = entries;
+    const listed = new Set(entries.map((entry) => entry.run_id));
+    for (const runId of [...state.picked]) if (!listed.has(runId)) state.picked.delete(runId);
     if (!entries.length) {
       box.append(h("p", { class: "muted" }, "No execution records yet: trigger the DAG, or wait for its schedule."));
       return;
     }
     const rows = entries.map((entry) => {
       const r = entry.record || {};
+      const pick = h("input", { type: "checkbox", class: "pick-run", value: entry.run_id,
+        "aria-label": `Pick run ${entry.run_id} for comparison`, onchange: onPick });
+      pick.checked = state.picked.has(entry.run_id);
       const ran = new Set([...(r.stages_completed || []), ...(r.stages_failed || [])]);
       const durations = Object.entries(r.stage_durations || {}).filter(([k]) => ran.has(k))
         .map(([k, v]) => `${k}: ${fmtSeconds(v)}`).join("\n");
-      return h("tr", { "data-run-id": entry.run_id },
+      return h("tr", { "data-run-id": entry.run_id, class: pick.checked ? "picked" : null },
+        h("td", { class: "pick" }, pick),
         h("td", {}, airflowLink(entry.run_path, entry.run_id, "This run in Airflow"), h("br"),
           h("span", { class: "muted" }, fmtDate(entry.start_date || r.timestamp))),
         h("td", {}, badge(entry.state || "none")),
@@ -372,16 +382,196 @@
           r.triggered_by_user ? h("div", { class: "muted" }, `by ${r.triggered_by_user}`) : null),
         h("td", {}, h("code", { title: r.git_commit || "" }, (r.git_commit || "–").slice(0, 10))),
         h("td", { class: "stages" },
-          (r.stages_completed || []).map((n) => badge(`✓ ${n}`, "success")),
+          (r.stages_completed || []).map((n) => (r.cached_from || {})[n]
+            ? h("span", { class: "badge info", title: `cached: reused from run ${r.cached_from[n]}` }, `↺ ${n}`)
+            : badge(`✓ ${n}`, "success")),
           (r.stages_failed || []).map((n) => badge(`✗ ${n}`, "failed")),
           (r.stages_skipped || []).map((n) => badge(`– ${n}`, "skipped"))),
         h("td", { title: durations }, fmtSeconds(entry.duration_seconds),
           durations ? h("div", { class: "muted small" }, durations.split("\n").slice(0, 6).map((line) => h("div", {}, line))) : null),
         h("td", {}, outputsDetails(r)));
     });
-    box.append(h("table", { class: "grid records" },
-      h("thead", {}, h("tr", {}, ["Run", "State", "Triggered by", "Git commit", "Stages", "Duration", "Outputs"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows)));
+    box.append(
+      h("div", { class: "compare-bar" },
+        h("button", { id: "compare-runs", type: "button", "aria-describedby": "compare-hint", onclick: () => openCompare() }, "Compare"),
+        h("span", { id: "compare-hint", class: "muted", "aria-live": "polite" })),
+      h("table", { class: "grid records" },
+        h("thead", {}, h("tr", {}, h("th", { class: "pick", title: "Tick two runs, then Compare" }, "Pick"),
+          ["Run", "State", "Triggered by", "Git commit", "Stages", "Duration", "Outputs"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows)));
+    updateCompareBar();
+  }
+
+  // -- detail: two runs compared -----------------------------------------------------------
+
+  function onPick(event) {
+    const box = event.currentTarget;
+    if (box.checked) state.picked.add(box.value);
+    else state.picked.delete(box.value);
+    box.closest("tr").classList.toggle("picked", box.checked);
+    updateCompareBar();
+  }
+
+  // The two picked runs, older first: A is the reference, B the run whose changes are shown.
+  function pickedPair() {
+    const order = state.entries.map((entry) => entry.run_id).filter((runId) => state.picked.has(runId));
+    return order.length === 2 ? [order[1], order[0]] : null;
+  }
+
+  function updateCompareBar() {
+    const button = document.getElementById("compare-runs");
+    const hint = document.getElementById("compare-hint");
+    if (!button || !hint) return;
+    const n = state.picked.size;
+    button.disabled = n !== 2;
+    hint.textContent = n === 0 ? "Tick two runs to compare them."
+      : n === 1 ? "1 run picked: tick one more."
+      : n === 2 ? "Compare the older run (A) with the newer one (B)."
+      : `${n} runs picked: a comparison takes exactly two.`;
+  }
+
+  function closeCompare(returnFocus) {
+    state.comparing = null;
+    const section = document.getElementById("compare");
+    section.hidden = true;
+    delete section.dataset.loaded;
+    clear(section);
+    const button = document.getElementById("compare-runs");
+    if (returnFocus && button) button.focus();
+  }
+
+  async function openCompare(pair) {
+    const [a, b] = pair || pickedPair() || [];
+    if (!a || !b) return;
+    const pipeline = state.selected;
+    const comparing = { pipeline, a, b };
+    state.comparing = comparing;
+    const section = clear(document.getElementById("compare"));
+    delete section.dataset.loaded;
+    section.hidden = false;
+    section.append(h("p", { class: "muted" }, "Comparing…"));
+    const query = `a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`;
+    let data;
+    try {
+      data = await api(`pipelines/${encodeURIComponent(pipeline)}/compare?${query}`);
+    } catch (error) {
+      if (state.comparing !== comparing) return;
+      clear(section).append(h("p", { class: "error" }, `Could not compare the runs: ${error.message}`));
+      section.dataset.loaded = "error";
+      return;
+    }
+    if (state.comparing !== comparing) return; // another comparison or pipeline since
+    renderCompare(clear(section), data);
+    section.dataset.loaded = "true";
+    const title = document.getElementById("compare-title");
+    title.scrollIntoView({ block: "start" });
+    title.focus({ preventScroll: true });
+  }
+
+  function fmtValue(value) {
+    if (value === null || value === undefined) return h("span", { class: "muted", title: "not set in this run" }, "–");
+    return h("code", {}, typeof value === "string" ? value : JSON.stringify(value));
+  }
+
+  // b - a, always signed: "+0.0123", "−0.5" (a minus sign, not a hyphen), "±0".
+  function fmtDelta(delta) {
+    if (delta === 0) return "±0";
+    const size = Math.abs(delta);
+    const text = Number.isInteger(size) ? String(size) : String(Number(size.toPrecision(4)));
+    return `${delta > 0 ? "+" : "\u2212"}${text}`;
+  }
+
+  function fmtRelative(a, delta) {
+    if (typeof a !== "number" || a === 0 || delta === 0) return null;
+    const percent = (delta / Math.abs(a)) * 100;
+    return ` (${percent > 0 ? "+" : "\u2212"}${Number(Math.abs(percent).toPrecision(3))} %)`;
+  }
+
+  function statusBadge(status, cachedFrom) {
+    const kind = { computed: "success", cached: "info", failed: "failed", skipped: "skipped", absent: "none" }[status] || "none";
+    return h("span", { class: "status", title: cachedFrom ? `reused from run ${cachedFrom}` : null },
+      badge(status, kind), cachedFrom ? h("span", { class: "muted small" }, ` from ${cachedFrom}`) : null);
+  }
+
+  function runFacts(label, entry) {
+    const r = entry.record || {};
+    return [
+      h("dt", {}, `Run ${label}`),
+      h("dd", { "data-run": label }, airflowLink(entry.run_path, entry.run_id, "This run in Airflow"), " ",
+        badge(entry.state || "none"), " ", h("span", { class: "muted" }, fmtDate(entry.start_date || r.timestamp)), " · config ",
+        h("code", {}, r.config_version || "–"), " · commit ", h("code", { title: r.git_commit || "" }, (r.git_commit || "–").slice(0, 10))),
+    ];
+  }
+
+  function configCell(stage) {
+    if (!stage.config.length) return h("p", { class: "muted" }, "No config differences.");
+    return h("table", { class: "mini config-diff" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Key"), h("th", {}, "A"), h("th", {}, "B"))),
+      h("tbody", {}, stage.config.map((d) => h("tr", { "data-key": d.key },
+        h("td", {}, h("code", {}, d.key)), h("td", { class: "value-a" }, fmtValue(d.a)), h("td", { class: "value-b" }, fmtValue(d.b))))));
+  }
+
+  function artifactsCell(stage, outputsA, outputsB) {
+    if (!stage.artifacts.length) return h("p", { class: "muted" }, "No artifacts.");
+    return h("ul", { class: "artifact-list" }, stage.artifacts.map((artifact) => {
+      const inA = artifact.name in ((outputsA && outputsA.artifacts) || {});
+      const inB = artifact.name in ((outputsB && outputsB.artifacts) || {});
+      let verdict;
+      if (!inA || !inB) verdict = badge(inA ? "only in A" : "only in B", "skipped");
+      else if (artifact.same) verdict = badge("same content", "success");
+      else if (artifact.a && artifact.b) verdict = badge("differs", "changed");
+      else verdict = badge("no digest", "none");
+      return h("li", { "data-artifact": artifact.name, "data-same": String(artifact.same),
+        title: `A: ${artifact.a || "no digest"}\nB: ${artifact.b || "no digest"}` }, h("code", {}, artifact.name), " ", verdict);
+    }));
+  }
+
+  function metricsCell(stage) {
+    if (!stage.metrics.length) return h("p", { class: "muted" }, "No metrics.");
+    return h("table", { class: "mini metric-diff" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Metric"), h("th", {}, "A"), h("th", {}, "B"), h("th", {}, "B \u2212 A"))),
+      h("tbody", {}, stage.metrics.map((m) => {
+        const hasDelta = typeof m.delta === "number";
+        const direction = !hasDelta ? "none" : m.delta > 0 ? "up" : m.delta < 0 ? "down" : "zero";
+        return h("tr", { "data-metric": m.name, class: direction === "zero" ? "unchanged" : null },
+          h("td", {}, h("code", {}, m.name)),
+          h("td", {}, m.a === null ? "–" : fmtNumber(m.a)),
+          h("td", {}, m.b === null ? "–" : fmtNumber(m.b)),
+          h("td", {}, hasDelta
+            ? h("span", { class: `delta ${direction}`, "data-delta": String(m.delta) }, fmtDelta(m.delta),
+              h("span", { class: "muted small" }, fmtRelative(m.a, m.delta)))
+            : h("span", { class: "muted", title: "in one run only" }, "–")));
+      })));
+  }
+
+  function renderCompare(section, data) {
+    const recordA = data.a.record || {}, recordB = data.b.record || {};
+    const differing = data.stages.filter((stage) => !stage.same).length;
+    const notes = [["A", data.a], ["B", data.b]].filter(([, entry]) => !("configs" in (entry.record || {})))
+      .map(([label, entry]) => h("p", { class: "muted small" },
+        `Run ${label} (${entry.run_id}) was recorded without stage configs: its config differences cannot be shown.`));
+    const swap = () => openCompare([data.b.run_id, data.a.run_id]);
+    section.append(h("div", { class: "card compare-card" },
+      h("div", { class: "card-head" },
+        h("h3", { id: "compare-title", tabindex: "-1" }, "Compare runs"),
+        data.same ? badge("identical", "success") : badge(`${differing} of ${data.stages.length} stages differ`, "changed"),
+        h("span", { class: "spacer" }),
+        h("button", { type: "button", class: "swap", onclick: swap }, "Swap A and B"),
+        h("button", { type: "button", class: "close", onclick: () => closeCompare(true) }, "Close")),
+      h("dl", { class: "facts compare-runs" }, runFacts("A", data.a), runFacts("B", data.b)),
+      notes,
+      data.stages.map((stage) => {
+        const outputsA = (recordA.outputs || {})[stage.stage], outputsB = (recordB.outputs || {})[stage.stage];
+        const cachedA = (recordA.cached_from || {})[stage.stage], cachedB = (recordB.cached_from || {})[stage.stage];
+        return h("section", { class: `compare-stage${stage.same ? " same" : ""}`, "data-stage": stage.stage, "aria-label": `Stage ${stage.stage}` },
+          h("h4", {}, stage.stage, " ", h("span", { class: "muted small" }, "A "), statusBadge(stage.status[0], cachedA),
+            h("span", { class: "muted small" }, " B "), statusBadge(stage.status[1], cachedB), " ",
+            stage.same ? badge("same", "success") : badge("differs", "changed")),
+          h("div", { class: "compare-grid" },
+            h("div", { class: "config" }, h("h5", {}, "Config"), configCell(stage)),
+            h("div", { class: "artifacts" }, h("h5", {}, "Artifacts (by content digest)"), artifactsCell(stage, outputsA, outputsB)),
+            h("div", { class: "metrics" }, h("h5", {}, "Metrics"), metricsCell(stage))));
+      })));
   }
 
   // -- detail: registry --------------------------------------------------------------------
@@ -419,6 +609,11 @@
   // -- flow --------------------------------------------------------------------------------
 
   async function loadDetail(name) {
+    if (state.pickedFor !== name) { // picks and comparisons belong to one pipeline
+      state.picked = new Set();
+      state.pickedFor = name;
+      closeCompare(false);
+    }
     const spec = state.pipelines.find((p) => p.name === name);
     const detail = document.getElementById("detail");
     if (!spec) { detail.hidden = true; return; }
@@ -462,6 +657,9 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     document.getElementById("refresh").addEventListener("click", refresh);
+    document.getElementById("compare").addEventListener("keydown", (event) => {
+      if (event.key === "Escape") closeCompare(true);
+    });
     refresh();
     state.timer = window.setInterval(refresh, REFRESH_MS);
   });
