@@ -168,55 +168,54 @@ def check_components(
     """Resolve each stage's component; check its config, its ``overridable`` names, its extra."""
     found = ComponentFindings()
     missing_by_extra: dict[Any, list[str]] = {}  # an extra's missing modules, asked once per spec
-    for index, stage in stages:
-        name, config = stage.get("component"), stage.get("config", {})
-        if not isinstance(name, str) or not re.match(COMPONENT_PATTERN, name) or not isinstance(config, dict):
-            continue  # a field error the model reports
-        try:
-            component = resolve_component(name, component_modules)
-        except ComponentError as exc:
-            found.problems.append(
-                Problem(
-                    exc.message,
-                    stage.value_locations["component"],
-                    f"stages[{stage['name']}].component",
-                    exc.suggestion,
-                )
-            )
-            continue
-        outcome, deprecations = _validate_config(component, config)
-        validated = None if isinstance(outcome, ValidationError) else outcome
-        if isinstance(outcome, ValidationError):
-            found.problems += validation_problems(
-                outcome, data, ("stages", index, "config"), component.config_model, skip_templated=True
-            )
-        found.warnings += [_deprecation_warning(w, data, index, stage) for w in deprecations]
-        found.problems += _check_overridable(stage, component)
-        found.problems += _check_cache(stage, component)
-        extra_warning = _extra_warning(stage, component, missing_by_extra)
-        if extra_warning is not None:
-            found.warnings.append(extra_warning)
-        found.stages.setdefault(stage["name"], (component, validated))
-    return found
-
-
-def _validate_config(
-    component: Component, config: dict[str, Any]
-) -> tuple[BaseModel | ValidationError, list[ConfigDeprecationWarning]]:
-    """The validated config (or its error) and the deprecations its ``Config`` warned about."""
+    # One catch for the whole spec (it costs more than validating a small config): each stage
+    # takes the warnings recorded while its own config validated.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConfigDeprecationWarning)
-        try:
-            result: BaseModel | ValidationError = component.config_model.model_validate(config)
-        except ValidationError as exc:
-            result = exc
-    deprecations = []
+        for index, stage in stages:
+            name, config = stage.get("component"), stage.get("config", {})
+            if (
+                not isinstance(name, str)
+                or not re.match(COMPONENT_PATTERN, name)
+                or not isinstance(config, dict)
+            ):
+                continue  # a field error the model reports
+            try:
+                component = resolve_component(name, component_modules)
+            except ComponentError as exc:
+                found.problems.append(
+                    Problem(
+                        exc.message,
+                        stage.value_locations["component"],
+                        f"stages[{stage['name']}].component",
+                        exc.suggestion,
+                    )
+                )
+                continue
+            first = len(caught)
+            validated: BaseModel | None = None
+            try:
+                validated = component.config_model.model_validate(config)
+            except ValidationError as exc:
+                found.problems += validation_problems(
+                    exc, data, ("stages", index, "config"), component.config_model, skip_templated=True
+                )
+            found.warnings += [
+                _deprecation_warning(w.message, data, index, stage)
+                for w in caught[first:]
+                if isinstance(w.message, ConfigDeprecationWarning)
+            ]
+            found.problems += _check_overridable(stage, component)
+            found.problems += _check_cache(stage, component)
+            extra_warning = _extra_warning(stage, component, missing_by_extra)
+            if extra_warning is not None:
+                found.warnings.append(extra_warning)
+            found.stages.setdefault(stage["name"], (component, validated))
     for warning in caught:
-        if isinstance(warning.message, ConfigDeprecationWarning):
-            deprecations.append(warning.message)
-        else:  # not ours to report: hand it back to whatever the process does with warnings
+        if not isinstance(warning.message, ConfigDeprecationWarning):
+            # Not ours to report: hand it back to whatever the process does with warnings.
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return result, deprecations
+    return found
 
 
 def _deprecation_warning(

@@ -179,9 +179,37 @@ class _Open:
 def _check_nesting(text: str, file: str) -> None:
     """Refuse a document nested deeper than :data:`MAX_DEPTH`, before anything is composed.
 
-    Pulls libyaml's events one by one (the parser keeps its own stack, it does not recurse) and
-    counts depth as :class:`_Builder` does, so the refusal is the builder's: same message, line,
-    column and field. Parse errors propagate as they would from ``yaml.compose``.
+    Pulls libyaml's events one by one (the parser keeps its own stack, it does not recurse).
+    Parse errors propagate as they would from ``yaml.compose``. Needed even with libyaml 0.2.6,
+    which stops at 1000 levels: composing 1000 levels still overflows a 256 KB thread stack.
+    """
+    # The bare count of open collections is an upper bound of the builder's depth ('<<' merges
+    # only lower it); the exact count, which also locates the problem, runs only above the limit.
+    loader = _Loader(text)
+    try:
+        depth = peak = 0
+        for event in iter(loader.get_event, None):
+            kind = type(event)
+            if kind is _MAPPING_START or kind is _SEQUENCE_START:
+                depth += 1
+                if depth > peak:
+                    peak = depth
+            elif kind is _MAPPING_END or kind is _SEQUENCE_END:
+                depth -= 1
+    finally:
+        loader.dispose()
+    if peak > MAX_DEPTH:
+        _refuse_deep(text, file)
+
+
+_MAPPING_START, _SEQUENCE_START = yaml.MappingStartEvent, yaml.SequenceStartEvent
+_MAPPING_END, _SEQUENCE_END = yaml.MappingEndEvent, yaml.SequenceEndEvent
+
+
+def _refuse_deep(text: str, file: str) -> None:
+    """Raise the problem :class:`_Builder` would for a node deeper than :data:`MAX_DEPTH`.
+
+    Counts depth on the events as the builder does on nodes: same message, line, column, field.
     """
     loader = _Loader(text)
     try:

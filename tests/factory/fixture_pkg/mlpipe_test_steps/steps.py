@@ -15,6 +15,7 @@ class Config(BaseModel):
     )
     label: str = Field("", description="written into the artifact (templated in tests)")
     fail: bool = Field(False, description="raise instead of finishing")
+    fail_with: str = Field("", description="raise an error quoting this (templated in tests)")
 
 
 def run(config: Config, context: Any) -> dict[str, Any]:
@@ -23,6 +24,8 @@ def run(config: Config, context: Any) -> dict[str, Any]:
     )
     if config.fail:
         raise RuntimeError(f"boom in stage {context.stage}")
+    if config.fail_with:
+        raise RuntimeError(f"could not log in with {config.fail_with}")
     artifact = context.artifact_dir / "out.txt"
     artifact.write_text(f"{config.value}|{config.label}|{sorted(context.inputs)}")
     return {"artifacts": {"out": str(artifact)}, "metrics": {"value": config.value}}
