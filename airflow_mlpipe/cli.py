@@ -1,6 +1,9 @@
-"""``mlpipe``: validate, render and scaffold pipeline specs; list components; print the schema.
+"""``mlpipe``: validate, render and scaffold pipeline specs; list components; print the schema;
+look at past runs (``diff``), replay one (``replay``) and manage the stage cache (``cache``).
 
-User mistakes end as messages and an exit code, never as a traceback.
+User mistakes end as messages and an exit code, never as a traceback: 1 for an invalid spec (or
+a replay refused because the spec changed), 2 for an unknown pipeline, run or record, or a
+metadata database that cannot be read.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlpipe.history import HistoryError
 from airflow_mlpipe.spec import IGNORE_FILE_SYNTAXES, Location, Problem, SpecError
 
 if TYPE_CHECKING:
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_INVALID = 1
+EXIT_NOT_FOUND = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         _print_problems(exc.problems)
         return EXIT_INVALID
+    except HistoryError as exc:
+        hint = f"; {exc.hint}" if exc.hint else ""
+        print(f"mlpipe: {exc.message}{hint}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     except KeyboardInterrupt:  # pragma: no cover
         return 130
     except BrokenPipeError:  # e.g. `mlpipe components | head`
@@ -112,7 +121,66 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--dir", type=Path, default=Path("."), help="folder to write in (default: .)")
     new.add_argument("--force", action="store_true", help="overwrite existing files")
     new.set_defaults(handler=_new)
+
+    _add_run_commands(commands, formatter)
     return parser
+
+
+def _add_run_commands(commands: Any, formatter: Any) -> None:
+    """``cache``, ``diff`` and ``replay``: the commands that read runs, records and cache entries."""
+    cache = commands.add_parser(
+        "cache",
+        help="list or clear a pipeline's stage cache entries",
+        description="The stage cache entries of a pipeline under [mlpipe] artifact_root.",
+        formatter_class=formatter,
+    )
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    cache_list = cache_commands.add_parser(
+        "list", help="each entry: stage, fingerprint, run that computed it, created at, artifacts"
+    )
+    cache_list.add_argument("pipeline", metavar="PIPELINE")
+    cache_list.add_argument("--stage", metavar="NAME", help="only this stage's entries")
+    cache_list.add_argument("--format", choices=("text", "json"), default="text")
+    cache_list.set_defaults(handler=_cache_list)
+    cache_clear = cache_commands.add_parser(
+        "clear", help="delete the entries (the artifacts stay); prints how many were removed"
+    )
+    cache_clear.add_argument("pipeline", metavar="PIPELINE")
+    cache_clear.add_argument("--stage", metavar="NAME", help="only this stage's entries")
+    cache_clear.set_defaults(handler=_cache_clear)
+
+    diff = commands.add_parser(
+        "diff",
+        help="compare two runs' execution records stage by stage",
+        description="Config differences, cached or recomputed stages, artifact digests and metric "
+        "deltas between two runs, read from Airflow's metadata database.",
+        formatter_class=formatter,
+    )
+    diff.add_argument("pipeline", metavar="PIPELINE")
+    diff.add_argument("run_a", metavar="RUN_A")
+    diff.add_argument("run_b", metavar="RUN_B")
+    diff.add_argument("--format", choices=("text", "json"), default="text")
+    diff.set_defaults(handler=_diff)
+
+    replay = commands.add_parser(
+        "replay",
+        help="run a pipeline again with a recorded run's overrides and no cache",
+        description="Create a new run with the recorded run's overrides, the stage cache off and "
+        "'replay_of' set, so its execution record says whether every metric and artifact digest "
+        "matched. Refused (exit 1) when the pipeline's config_version changed since that run.",
+        formatter_class=formatter,
+    )
+    replay.add_argument("pipeline", metavar="PIPELINE")
+    replay.add_argument("run_id", metavar="RUN_ID")
+    replay.add_argument(
+        "--local",
+        action="store_true",
+        help="run it in this process, as 'airflow dags test' does, and print whether it matched",
+    )
+    replay.add_argument(
+        "--allow-changed", action="store_true", help="replay even if the spec changed since the run"
+    )
+    replay.set_defaults(handler=_replay)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -495,6 +563,336 @@ def _new_component(name: str, folder: Path, force: bool) -> int:
         "(or registered as an airflow_mlpipe.components entry point)"
     )
     return EXIT_OK
+
+
+def _cache_entries(pipeline: str, stage: str | None) -> tuple[Any, list[Any]]:
+    """The pipeline's stage cache and its entries; an unknown pipeline is a :class:`HistoryError`."""
+    from airflow_mlpipe import settings
+    from airflow_mlpipe.cache import StageCache
+    from airflow_mlpipe.history import load_airflow_configuration, metadata_session, pipeline_exists
+
+    load_airflow_configuration()
+    root = settings.artifact_root()
+    cache = StageCache(root, pipeline)
+    try:
+        known = cache.folder.exists()
+    except Exception as exc:  # an s3:// root without credentials, a missing filesystem provider
+        raise HistoryError(
+            f"cannot read the stage cache under {root}: {type(exc).__name__}: {exc}",
+            hint="check [mlpipe] artifact_root and its connection",
+        ) from None
+    if not known:
+        # No entry was ever stored: fine for a pipeline Airflow knows, a typo otherwise.
+        with metadata_session() as session:
+            if not pipeline_exists(session, pipeline):
+                from airflow_mlpipe.history import require_pipeline
+
+                require_pipeline(session, pipeline)
+        return cache, []
+    return cache, cache.entries(stage)
+
+
+def _cache_list(args: argparse.Namespace) -> int:
+    _, entries = _cache_entries(args.pipeline, args.stage)
+    if args.format == "json":
+        print(json.dumps([entry.model_dump(mode="json") for entry in entries], indent=2))
+        return EXIT_OK
+    if not entries:
+        where = f" of stage '{args.stage}'" if args.stage else ""
+        print(f"no cache entries{where} for pipeline '{args.pipeline}'")
+        return EXIT_OK
+    rows = [
+        (
+            entry.stage,
+            entry.fingerprint[:12],
+            entry.run_id,
+            entry.created_at.isoformat(),
+            ", ".join(f"{name}={uri}" for name, uri in sorted(entry.outputs.artifacts.items())) or "-",
+        )
+        for entry in entries
+    ]
+    _print_table(("stage", "fingerprint", "run", "created at", "artifacts"), rows)
+    return EXIT_OK
+
+
+def _cache_clear(args: argparse.Namespace) -> int:
+    cache, _ = _cache_entries(args.pipeline, None)
+    removed = cache.clear(args.stage) if cache.folder.exists() else 0
+    where = f" of stage '{args.stage}'" if args.stage else ""
+    print(
+        f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}{where} of pipeline '{args.pipeline}'"
+    )
+    return EXIT_OK
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from airflow_mlpipe.compare import compare_records
+    from airflow_mlpipe.history import load_airflow_configuration, metadata_session, read_record
+
+    load_airflow_configuration()
+    with metadata_session() as session:
+        record_a = read_record(session, args.pipeline, args.run_a)
+        record_b = read_record(session, args.pipeline, args.run_b)
+    comparison = compare_records(record_a, record_b)
+    if args.format == "json":
+        print(json.dumps(comparison, indent=2, default=str))
+        return EXIT_OK
+    for line in _diff_lines(comparison, record_a, record_b):
+        print(line)
+    return EXIT_OK
+
+
+def _diff_lines(comparison: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> Iterator[str]:
+    """``mlpipe diff`` as text: per stage, its status in each run, config, artifacts and metrics."""
+    run_a, run_b = comparison["runs"]
+    yield f"A: {run_a}"
+    yield f"B: {run_b}"
+    version_a, version_b = comparison["config_version"]
+    same_version = "same" if version_a == version_b else "differs"
+    yield f"config_version: {version_a} -> {version_b} ({same_version})"
+    for entry in comparison["stages"]:
+        stage = entry["stage"]
+        status_a, status_b = (
+            _status_text(status, record, stage)
+            for status, record in zip(entry["status"], (a, b), strict=True)
+        )
+        verdict = "same" if entry["same"] else "differs"
+        yield ""
+        yield f"stage {stage}: {verdict}  (A: {status_a}; B: {status_b})"
+        for change in entry["config"]:
+            yield f"  config {change['key']}: {_value(change['a'])} -> {_value(change['b'])}"
+        for artifact in entry["artifacts"]:
+            if artifact["same"]:
+                yield f"  artifact {artifact['name']}: same digest {_short(artifact['a'])}"
+            else:
+                digests = f"{_short(artifact['a'])} -> {_short(artifact['b'])}"
+                yield f"  artifact {artifact['name']}: digests differ {digests}"
+        for metric in entry["metrics"]:
+            delta = metric["delta"]
+            delta_text = f" ({delta:+.6g})" if delta is not None else ""
+            yield f"  metric {metric['name']}: {_value(metric['a'])} -> {_value(metric['b'])}{delta_text}"
+    yield ""
+    yield "runs are the same" if comparison["same"] else "runs differ"
+
+
+def _status_text(status: str, record: dict[str, Any], stage: str) -> str:
+    if status == "cached":
+        origin = (record.get("cached_from") or {}).get(stage)
+        return f"cached from {origin}" if origin else "cached"
+    return "recomputed" if status == "computed" else status
+
+
+def _value(value: Any) -> str:
+    return "(none)" if value is None else json.dumps(value, default=str)
+
+
+def _short(digest: Any) -> str:
+    if not isinstance(digest, str):
+        return "(none)"
+    algorithm, _, hexdigest = digest.partition(":")
+    return f"{algorithm}:{hexdigest[:12]}" if hexdigest else digest[:19]
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from airflow_mlpipe.history import (
+        load_airflow_configuration,
+        metadata_session,
+        read_record,
+        serialized_spec,
+    )
+    from airflow_mlpipe.pipeline_run import CACHE_PARAM, OVERRIDES_PARAM, REPLAY_PARAM
+
+    load_airflow_configuration()
+    with metadata_session() as session:
+        record = read_record(session, args.pipeline, args.run_id)
+        current = None if args.local else serialized_spec(session, args.pipeline)
+    dag = _bagged_dag(args.pipeline) if args.local else None
+    if dag is not None:
+        from airflow_mlpipe.history import spec_from_doc_md
+
+        current = spec_from_doc_md(dag.doc_md)
+    if current is None:
+        raise HistoryError(
+            f"pipeline '{args.pipeline}' has no valid spec now (its DAG is a placeholder, or not one the "
+            "mlpipe factory built)",
+            hint=f"run 'mlpipe validate' on the spec of '{args.pipeline}'",
+        )
+    overrides = dict(record.get(OVERRIDES_PARAM) or {})
+    recorded_version = record.get("config_version")
+    if current.config_version != recorded_version:
+        changes = spec_changes(record, current, overrides)
+        stream = sys.stdout
+        print(
+            f"the spec of '{args.pipeline}' changed since run '{args.run_id}': config_version "
+            f"{recorded_version} (recorded) -> {current.config_version} (current)",
+            file=stream,
+        )
+        for line in changes or ["  no stage config differs: the change is in metadata, defaults or wiring"]:
+            print(line, file=stream)
+        if not args.allow_changed:
+            print(
+                f"mlpipe: not replaying '{args.run_id}': the spec changed (see above); pass --allow-changed "
+                "to replay it with the current spec",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+        print("replaying with the current spec (--allow-changed)")
+    conf = {OVERRIDES_PARAM: overrides, CACHE_PARAM: False, REPLAY_PARAM: args.run_id}
+    if dag is None:
+        return _trigger_replay(args.pipeline, conf)
+    return _local_replay(dag, args.pipeline, conf)
+
+
+def _bagged_dag(pipeline: str) -> Any:
+    """The DAG as the dags folder builds it now (and stored, like ``airflow dags test`` does)."""
+    from airflow.exceptions import AirflowException
+    from airflow.utils.cli import get_bagged_dag
+
+    try:
+        return get_bagged_dag(bundle_names=None, dag_id=pipeline)
+    except AirflowException:
+        raise HistoryError(
+            f"unknown pipeline '{pipeline}': the dags folder builds no DAG of that id",
+            hint="check the name and [core] dags_folder (AIRFLOW__CORE__DAGS_FOLDER); 'mlpipe validate' "
+            "shows spec problems",
+        ) from None
+
+
+def _trigger_replay(pipeline: str, conf: dict[str, Any]) -> int:
+    """A new run, created the way ``airflow dags trigger`` creates one; prints its run id."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.exceptions import AirflowException
+    from airflow.utils.platform import getuser
+    from airflow.utils.types import DagRunTriggeredByType
+
+    from airflow_mlpipe.history import metadata_session
+
+    try:
+        user: str | None = getuser()
+    except Exception:  # no user name from the OS: trigger without one, as 'airflow dags trigger' does
+        user = None
+    with metadata_session() as session:
+        try:
+            run = trigger_dag(
+                dag_id=pipeline,
+                triggered_by=DagRunTriggeredByType.CLI,
+                triggering_user_name=user,
+                conf=conf,
+                session=session,
+            )
+        except (AirflowException, ValueError) as exc:
+            raise HistoryError(f"cannot trigger '{pipeline}': {exc}") from None
+        if run is None:
+            raise HistoryError(f"cannot trigger '{pipeline}': Airflow created no run")
+        run_id = run.run_id
+    print(run_id)
+    return EXIT_OK
+
+
+def _local_replay(dag: Any, pipeline: str, conf: dict[str, Any]) -> int:
+    """Run the replay in this process, as ``airflow dags test`` does, and report whether it matched."""
+    from airflow._shared.timezones import timezone
+
+    from airflow_mlpipe.history import metadata_session, read_record
+
+    run = dag.test(logical_date=timezone.utcnow(), run_conf=conf)
+    run_id = run.run_id
+    with metadata_session() as session:
+        record = read_record(session, pipeline, run_id)
+    state = getattr(run.state, "value", run.state)
+    print(f"replay run: {run_id} (state: {state})")
+    print(f"replay_of: {record.get('replay_of')}")
+    matches = bool(record.get("replay_matches"))
+    print(f"replay_matches: {str(matches).lower()}")
+    for stage, differences in (record.get("replay_differences") or {}).items():
+        for metric in differences.get("metrics", []):
+            print(f"  {stage}: metric {metric['name']}: {_value(metric['a'])} -> {_value(metric['b'])}")
+        for artifact in differences.get("artifacts", []):
+            print(
+                f"  {stage}: artifact {artifact['name']}: {_short(artifact['a'])} -> {_short(artifact['b'])}"
+            )
+    return EXIT_OK if matches and state == "success" else EXIT_INVALID
+
+
+def spec_changes(record: dict[str, Any], current: Any, overrides: dict[str, Any]) -> list[str]:
+    """How the current spec's stage configs differ from the configs a run recorded.
+
+    The current config gets the recorded run's overrides (a replay applies them again) and its
+    component's defaults (the record has them filled in). Values that are templates in the spec
+    are rendered per run, and values the record masked are secrets: neither can be compared.
+    """
+    from airflow_mlpipe.compare import compare_records
+
+    recorded_configs = record.get("configs") or {}
+    current_configs = {
+        stage: _with_defaults(facts["component"], _merged(facts["config"], overrides.get(stage)))
+        for stage, facts in current.stages.items()
+    }
+    recorded_stages = {
+        stage
+        for key in ("stages_completed", "stages_failed", "stages_skipped")
+        for stage in record.get(key) or []
+    } | set(recorded_configs)
+    lines = [
+        f"  stage {stage}: not in the current spec"
+        for stage in sorted(recorded_stages - set(current_configs))
+    ]
+    lines += [
+        f"  stage {stage}: new in the current spec"
+        for stage in current_configs
+        if stage not in recorded_stages
+    ]
+    shared = [stage for stage in current_configs if stage in recorded_configs]
+    comparison = compare_records(
+        {"configs": recorded_configs, "stages_completed": shared},
+        {"configs": current_configs, "stages_completed": shared},
+    )
+    for entry in comparison["stages"]:
+        for change in entry["config"]:
+            if _is_template(change["b"]) or change["a"] == "***":
+                continue
+            lines.append(
+                f"  stage {entry['stage']}: {change['key']}: {_value(change['a'])} (recorded) -> "
+                f"{_value(change['b'])} (current)"
+            )
+    return lines
+
+
+def _merged(config: dict[str, Any], override: Any) -> dict[str, Any]:
+    from airflow_mlpipe.pipeline_run import deep_merge
+
+    return deep_merge(config, override) if isinstance(override, dict) else dict(config)
+
+
+def _with_defaults(component_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as its component's ``Config`` resolves it, defaults filled in (JSON values)."""
+    from airflow_mlpipe.resolver import ComponentError, resolve_component
+
+    try:
+        model = resolve_component(component_name).config_model
+    except ComponentError:
+        return config
+    try:
+        return dict(model.model_validate(config).model_dump(mode="json"))
+    except Exception:  # a templated value that only validates once rendered: fill defaults only
+        filled = dict(config)
+        for name, info in model.model_fields.items():
+            if name not in filled and not info.is_required():
+                filled[name] = json.loads(
+                    json.dumps(info.get_default(call_default_factory=True), default=str)
+                )
+        return filled
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and any(marker in value for marker in ("{{", "{%", "{#"))
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [str(cell).ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*cells, str(row[-1])]))
 
 
 def _default_environment() -> str:

@@ -365,3 +365,45 @@ def _run_component_stand_in(component, config, *, inputs=None, artifact_dir=None
         artifact_dir=ObjectStoragePath(f"file://{folder.resolve()}"),
     )
     return run_stage(resolved, validated, context)
+
+
+def test_spec_changes_compares_current_configs_with_recorded_ones():
+    from airflow_mlpipe.cli import spec_changes
+    from airflow_mlpipe.history import CurrentSpec
+    from airflow_mlpipe.resolver import resolve_component
+
+    extract_model = resolve_component("data.extract.database").config_model
+    recorded_extract = extract_model.model_validate(
+        {"query": "SELECT 1", "conn_id": "db", "batch_size": 500, "parameters": {"d": "2024-01-01"}}
+    ).model_dump(mode="json")
+    recorded = {
+        "stages_completed": ["extract", "features", "old"],
+        "configs": {
+            # As the record has them: rendered, overrides applied, defaults filled, secrets masked.
+            "extract": recorded_extract,
+            "features": {"window_days": 30, "password": "***"},
+            "old": {"value": 1},
+        },
+    }
+    current = CurrentSpec(
+        pipeline="p",
+        config_version="new",
+        stages={
+            "extract": {
+                "component": "data.extract.database",
+                "config": {"query": "SELECT 2", "conn_id": "db", "parameters": {"d": "{{ ds }}"}},
+            },
+            "features": {"component": "not.a.component", "config": {"window_days": 30, "password": "s3cret"}},
+            "added": {"component": "not.a.component", "config": {}},
+        },
+    )
+
+    lines = spec_changes(recorded, current, overrides={"extract": {"batch_size": 500}})
+
+    assert sorted(lines) == sorted(
+        [
+            "  stage old: not in the current spec",
+            "  stage added: new in the current spec",
+            '  stage extract: query: "SELECT 1" (recorded) -> "SELECT 2" (current)',
+        ]
+    )
