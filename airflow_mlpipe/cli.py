@@ -698,6 +698,7 @@ def _replay(args: argparse.Namespace) -> int:
         load_airflow_configuration,
         metadata_session,
         read_record,
+        read_run_after,
         serialized_spec,
     )
     from airflow_mlpipe.pipeline_run import CACHE_PARAM, OVERRIDES_PARAM, REPLAY_PARAM
@@ -705,6 +706,9 @@ def _replay(args: argparse.Namespace) -> int:
     load_airflow_configuration()
     with metadata_session() as session:
         record = read_record(session, args.pipeline, args.run_id)
+        # Templates see the run's run_after (the reference extract's cutoff, features' window end):
+        # the replay gets the original's, so it reads the same data.
+        run_after = read_run_after(session, args.pipeline, args.run_id)
         current = None if args.local else serialized_spec(session, args.pipeline)
     dag = _bagged_dag(args.pipeline) if args.local else None
     if dag is not None:
@@ -739,8 +743,8 @@ def _replay(args: argparse.Namespace) -> int:
         print("replaying with the current spec (--allow-changed)")
     conf = {OVERRIDES_PARAM: overrides, CACHE_PARAM: False, REPLAY_PARAM: args.run_id}
     if dag is None:
-        return _trigger_replay(args.pipeline, conf)
-    return _local_replay(dag, args.pipeline, conf)
+        return _trigger_replay(args.pipeline, conf, run_after)
+    return _local_replay(dag, args.pipeline, conf, run_after)
 
 
 def _bagged_dag(pipeline: str) -> Any:
@@ -758,12 +762,18 @@ def _bagged_dag(pipeline: str) -> Any:
         ) from None
 
 
-def _trigger_replay(pipeline: str, conf: dict[str, Any]) -> int:
-    """A new run, created the way ``airflow dags trigger`` creates one; prints its run id."""
+def _trigger_replay(pipeline: str, conf: dict[str, Any], run_after: Any) -> int:
+    """A new run, created the way ``airflow dags trigger`` creates one; prints its run id.
+
+    Due at the original's ``run_after`` (so its data interval and templates match), with a run id
+    and logical date of its own (a run id made from ``run_after`` would be the original's).
+    """
+    from airflow._shared.timezones import timezone
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.exceptions import AirflowException
+    from airflow.models.dagrun import DagRun
     from airflow.utils.platform import getuser
-    from airflow.utils.types import DagRunTriggeredByType
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
 
     from airflow_mlpipe.history import metadata_session
 
@@ -773,11 +783,16 @@ def _trigger_replay(pipeline: str, conf: dict[str, Any]) -> int:
         user = None
     with metadata_session() as session:
         try:
+            now = timezone.utcnow()
             run = trigger_dag(
                 dag_id=pipeline,
                 triggered_by=DagRunTriggeredByType.CLI,
                 triggering_user_name=user,
                 conf=conf,
+                run_after=run_after,
+                logical_date=now,
+                run_id=DagRun.generate_run_id(run_type=DagRunType.MANUAL, logical_date=now, run_after=now),
+                replace_microseconds=False,
                 session=session,
             )
         except (AirflowException, ValueError) as exc:
@@ -789,13 +804,17 @@ def _trigger_replay(pipeline: str, conf: dict[str, Any]) -> int:
     return EXIT_OK
 
 
-def _local_replay(dag: Any, pipeline: str, conf: dict[str, Any]) -> int:
-    """Run the replay in this process, as ``airflow dags test`` does, and report whether it matched."""
+def _local_replay(dag: Any, pipeline: str, conf: dict[str, Any], run_after: Any) -> int:
+    """Run the replay in this process, as ``airflow dags test`` does, and report whether it matched.
+
+    A logical date of its own (``dag.test`` clears the task instances of the one it is given), due
+    at the original's ``run_after``.
+    """
     from airflow._shared.timezones import timezone
 
     from airflow_mlpipe.history import metadata_session, read_record
 
-    run = dag.test(logical_date=timezone.utcnow(), run_conf=conf)
+    run = dag.test(logical_date=timezone.utcnow(), run_after=run_after, run_conf=conf)
     run_id = run.run_id
     with metadata_session() as session:
         record = read_record(session, pipeline, run_id)

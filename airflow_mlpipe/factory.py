@@ -87,6 +87,9 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
         environment=pipeline.environment,
         sources=pipeline.sources,
         overridable=MappingProxyType(overridable),
+        side_effects=frozenset(
+            name for name, component in components.items() if component.cache_policy == "never"
+        ),
     )
     dag = DAG(
         dag_id=pipeline.name,

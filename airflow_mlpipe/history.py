@@ -157,6 +157,17 @@ def read_record(session: Session, pipeline: str, run_id: str) -> dict[str, Any]:
     return value
 
 
+def read_run_after(session: Session, pipeline: str, run_id: str) -> Any:
+    """When run ``run_id`` of ``pipeline`` was due (its ``run_after``): what its templates saw."""
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    value = session.scalar(select(DagRun.run_after).where(DagRun.dag_id == pipeline, DagRun.run_id == run_id))
+    if value is None:
+        raise HistoryError(f"pipeline '{pipeline}' has no run '{run_id}'")
+    return value
+
+
 def serialized_spec(session: Session, pipeline: str) -> CurrentSpec | None:
     """The spec of the pipeline's latest serialized DAG, as the dag-processor stored it."""
     from airflow.models.serialized_dag import SerializedDagModel

@@ -30,7 +30,8 @@ class PipelineRef:
     """What a task needs to know about the pipeline it belongs to.
 
     ``overridable`` maps each stage to the config fields a trigger may change (the component's
-    marks, or the stage's ``overridable`` list in the spec). One instance is shared by every task
+    marks, or the stage's ``overridable`` list in the spec); ``side_effects`` names the stages
+    whose components are never cached. One instance is shared by every task
     of a DAG, so each task can check a run's overrides for the whole pipeline before it starts.
     """
 
@@ -42,6 +43,9 @@ class PipelineRef:
     overridable: Mapping[str, frozenset[str]] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    #: Stages whose component must never be cached (side effects: a registry hands out a new
+    #: version each time), so a replay is not expected to reproduce their outputs.
+    side_effects: frozenset[str] = frozenset()
 
     @property
     def stages(self) -> tuple[str, ...]:

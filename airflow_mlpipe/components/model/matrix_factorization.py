@@ -203,11 +203,8 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     with item_index_path.open("wb") as sink:
         pq.write_table(item_index, sink)
     split_path = context.artifact_dir / "split.json"
-    split_record = {
-        **split_settings.to_json(),
-        "validation_split": config.validation_split,
-        "interactions": source_uri,
-    }
+    # No URIs in it: the same training gives the same bytes, whichever run wrote them.
+    split_record = {**split_settings.to_json(), "validation_split": config.validation_split}
     split_path.write_text(json.dumps(split_record, indent=2))
     history_path = context.artifact_dir / "history.json"
     history_path.write_text(
