@@ -808,13 +808,18 @@ def _local_replay(dag: Any, pipeline: str, conf: dict[str, Any], run_after: Any)
     """Run the replay in this process, as ``airflow dags test`` does, and report whether it matched.
 
     A logical date of its own (``dag.test`` clears the task instances of the one it is given), due
-    at the original's ``run_after``.
+    a microsecond after the original's ``run_after``: ``dag.test`` names the run after its
+    ``run_after``, so the original's exact value would be the original's run id. Templates that
+    use the run's date or time to the second (the reference pipeline's) see the same values.
     """
+    from datetime import timedelta
+
     from airflow._shared.timezones import timezone
 
     from airflow_mlpipe.history import metadata_session, read_record
 
-    run = dag.test(logical_date=timezone.utcnow(), run_after=run_after, run_conf=conf)
+    due = run_after + timedelta(microseconds=1)
+    run = dag.test(logical_date=timezone.utcnow(), run_after=due, run_conf=conf)
     run_id = run.run_id
     with metadata_session() as session:
         record = read_record(session, pipeline, run_id)

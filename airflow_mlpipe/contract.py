@@ -52,6 +52,16 @@ class _OutputsModel(BaseModel):
     digests: dict[str, str] = Field(default_factory=dict, description="artifact name -> content digest")
 
 
+class ReadOnlyDict(dict[str, Any]):
+    """A dict that refuses changes, so it still serializes as JSON (``MappingProxyType`` does not)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("stage outputs are read-only; copy them with dict(...) to change them")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+
 class StageOutputs(Mapping[str, Mapping[str, Any]]):
     """What a stage returned: ``artifacts`` (name -> URI) and ``metrics`` (name -> number).
 
@@ -68,9 +78,9 @@ class StageOutputs(Mapping[str, Mapping[str, Any]]):
         metrics: Mapping[str, float] | None = None,
         digests: Mapping[str, str] | None = None,
     ) -> None:
-        self._artifacts: Mapping[str, str] = MappingProxyType(dict(artifacts or {}))
-        self._metrics: Mapping[str, float] = MappingProxyType(dict(metrics or {}))
-        self._digests: Mapping[str, str] = MappingProxyType(dict(digests or {}))
+        self._artifacts: Mapping[str, str] = ReadOnlyDict(artifacts or {})
+        self._metrics: Mapping[str, float] = ReadOnlyDict(metrics or {})
+        self._digests: Mapping[str, str] = ReadOnlyDict(digests or {})
 
     @classmethod
     def validate(cls, value: Any) -> StageOutputs:
