@@ -402,7 +402,7 @@ stages:
     component: data.extract.database
     config:
       query: "SELECT * FROM user_events WHERE date > :cutoff"
-      connection: analytics_db
+      conn_id: analytics_db
       parameters:
         cutoff: "{{{{ macros.ds_add(dag_run.run_after | ds, -90) }}}}"
     dependencies: []

@@ -40,7 +40,7 @@ STAGE_KINDS: list[tuple[str, str]] = [
         "data.extract.database",
         """\
         query: "SELECT * FROM user_events WHERE date > :cutoff AND region = :region"
-        connection: analytics_db
+        conn_id: analytics_db
         batch_size: 10000
         parameters: {cutoff: "{{ macros.ds_add(ds, -90) }}", region: emea}
         """,
