@@ -116,3 +116,39 @@ def test_the_package_runs_in_a_real_pipeline(installed: Path, tmp_path: Path, ml
     assert record["outputs"]["summarise"]["metrics"] == {"clicks": 24.0, "upstream_rows": 8.0}
     summary = Path(record["outputs"]["summarise"]["artifacts"]["summary"].removeprefix("file://"))
     assert textwrap.dedent(summary.read_text()).startswith('{"pipeline": "acme_clicks"')
+
+
+def test_mypy_checks_a_component_module_against_the_protocol(tmp_path: Path) -> None:
+    source = PACKAGE / "src" / "acme_recs_components"
+    (tmp_path / "not_a_component.py").write_text("LABEL = 'no Config, no run'\n")
+    (tmp_path / "check_good.py").write_text(
+        "from acme_recs_components import make_table, summarise\n"
+        "from airflow_mlpipe.contract import ComponentModule\n\n"
+        "components: list[ComponentModule] = [make_table, summarise]\n"
+    )
+    (tmp_path / "check_bad.py").write_text(
+        "import not_a_component\n"
+        "from airflow_mlpipe.contract import ComponentModule\n\n"
+        "component: ComponentModule = not_a_component\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--follow-imports=silent",
+            "--no-incremental",
+            "check_good.py",
+            "check_bad.py",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": os.pathsep.join([str(repo), str(source.parent)])},
+        check=False,
+    )
+
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1, result.stdout + result.stderr
+    assert errors[0].startswith("check_bad.py:4:") and '"ComponentModule"' in errors[0]
