@@ -4,10 +4,10 @@ No Airflow metadata database is needed: connections come from ``AIRFLOW_CONN_<ID
 variables, which the task SDK's ``BaseHook.get_connection`` resolves outside a running task
 through its environment-variable secrets backend, and artifacts go to ``file://`` paths.
 
-Object-store tests talk to a real S3 API on loopback: moto's server (``moto[server]``), reached
-through Airflow's ``ObjectStoragePath`` with the ``aws`` connection ``mlpipe_s3`` (the amazon
-provider's fsspec filesystem, ``apache-airflow-providers-amazon[s3fs]``). Without those packages
-the tests skip, except under ``CI=true``, where they fail.
+Object-store tests talk to a real S3 API on loopback: the session's moto server from
+``tests/conftest.py``, reached through Airflow's ``ObjectStoragePath`` with the ``aws`` connection
+``mlpipe_s3``. Without ``moto[server]`` or ``apache-airflow-providers-amazon[s3fs]`` they skip,
+except under ``CI=true``, where they fail.
 """
 
 from __future__ import annotations
