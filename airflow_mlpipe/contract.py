@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -191,9 +191,6 @@ def _findable(module: str) -> bool:
 
 #: The values of a component module's optional ``cache`` attribute.
 CACHE_POLICIES = ("on", "off", "never")
-
-#: A declaration as a module gives it: the value itself, or a function of the validated config.
-Declaration = Produces | Requires | Callable[[Any], Produces | Requires]
 
 
 @dataclass

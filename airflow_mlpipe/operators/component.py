@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -139,17 +139,16 @@ class ComponentOperator(BaseOperator):
         fingerprint = stage_fingerprint(component, resolved, inputs)
         self.log.info("Fingerprint: %s", fingerprint)
         provenance = {"fingerprint": fingerprint, "config": redact(resolved)}
-        cache = self._stage_cache(context)
-        if cache is not None:
+        root = settings.artifact_root()
+        cache = StageCache(root, self.pipeline.name) if self.cache else None
+        if cache is not None and self._cache_wanted(conf):
             hit = cache.lookup(self.task_id, fingerprint, self.cache_ttl)
             if hit is not None:
                 self.log.info("cache hit: fingerprint %s from run %s", fingerprint, hit.run_id)
                 return StageResult(**hit.outputs.to_dict(), cached_from=hit.run_id, **provenance)
             self.log.info("cache miss: fingerprint %s", fingerprint)
 
-        artifact_dir = stage_artifact_dir(
-            settings.artifact_root(), self.pipeline.name, ti.run_id, self.task_id, ti.try_number
-        )
+        artifact_dir = stage_artifact_dir(root, self.pipeline.name, ti.run_id, self.task_id, ti.try_number)
         if artifact_dir.exists():
             # Only when the same try runs again (``airflow tasks test``): start it clean.
             artifact_dir.rmdir(recursive=True)
@@ -179,24 +178,20 @@ class ComponentOperator(BaseOperator):
             self.log.info("Artifact %s: %s (%s)", name, uri, outputs.digests.get(name, "no digest"))
         for name, value in outputs.metrics.items():
             self.log.info("Metric %s = %s", name, value)
-        if self.cache:  # a run with the cache off still refreshes the entry
-            self._store(outputs, fingerprint, ti.run_id)
+        if cache is not None:  # a run with the cache off still refreshes the entry
+            self._store(cache, outputs, fingerprint, ti.run_id)
         return StageResult(**outputs.to_dict(), **provenance)
 
-    def _stage_cache(self, context: Context) -> StageCache | None:
-        """The stage cache to look in, or ``None`` when the stage or this run does not use it."""
-        if not self.cache:
-            return None
-        if not cache_wanted(getattr(context.get("dag_run"), "conf", None)):
-            self.log.info("cache: off for this run (conf 'cache': false); recomputing")
-            return None
-        return StageCache(settings.artifact_root(), self.pipeline.name)
+    def _cache_wanted(self, conf: Mapping[str, Any] | None) -> bool:
+        """Whether this run may take the stage's outputs from the cache."""
+        if cache_wanted(conf):
+            return True
+        self.log.info("cache: off for this run (conf 'cache': false); recomputing")
+        return False
 
-    def _store(self, outputs: StageOutputs, fingerprint: str, run_id: str) -> None:
+    def _store(self, cache: StageCache, outputs: StageOutputs, fingerprint: str, run_id: str) -> None:
         try:
-            StageCache(settings.artifact_root(), self.pipeline.name).store(
-                self.task_id, fingerprint, run_id, outputs
-            )
+            cache.store(self.task_id, fingerprint, run_id, outputs)
         except Exception:
             # The stage succeeded; a cache that cannot be written only costs a later recompute.
             self.log.warning("Could not store the cache entry for fingerprint %s", fingerprint, exc_info=True)
