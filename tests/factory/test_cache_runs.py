@@ -79,3 +79,34 @@ def test_reruns_reuse_what_did_not_change_and_recompute_the_rest(mlpipe_sandbox,
     assert healed.state == "success", healed.output[-3000:]
     assert ran(healed, "first") and not ran(healed, "second")
     assert healed.record["stages_cached"] == ["second", "third"]
+
+
+def test_two_concurrent_runs_of_one_pipeline_leave_one_valid_entry_per_stage(
+    tmp_path: Path, specs: Path, subprocess_env
+) -> None:
+    """Two deployments (own Airflow home and database) share one artifact root and run the
+    same pipeline at the same moment: both succeed, and each stage keeps one valid entry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from airflow_mlpipe.cache import StageCache
+    from airflow_mlpipe.testing.sandbox import AirflowSandbox
+
+    shared_root = tmp_path / "shared-artifacts"
+    env = {**subprocess_env, "AIRFLOW__MLPIPE__ARTIFACT_ROOT": f"file://{shared_root}"}
+    sandboxes = [AirflowSandbox(tmp_path / name, env=env).setup() for name in ("a", "b")]
+    with ThreadPoolExecutor(len(sandboxes)) as pool:
+        runs = list(pool.map(lambda sandbox: sandbox.run(specs, "cached"), sandboxes))
+
+    for run in runs:
+        assert run.state == "success", run.output[-3000:]
+    cache = StageCache(f"file://{shared_root}", "cached")
+    for stage in ("first", "second", "third"):
+        [entry] = cache.entries(stage)
+        fingerprints = {run.record["fingerprints"][stage] for run in runs}
+        assert fingerprints == {entry.fingerprint}, "both runs computed the same fingerprint"
+        assert entry.run_id in {run.run_id for run in runs}
+        assert cache.lookup(stage, entry.fingerprint) == entry
+    folder = shared_root / "cached" / "_cache"
+    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == sorted(
+        f"{cache.entries(stage)[0].fingerprint}.json" for stage in ("first", "second", "third")
+    ), "no temporary or half-written files are left in the index"
