@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_mlpipe.contract import StageOutputs
+from airflow_mlpipe.spec.sweeps import SWEEP_OVERRIDE_KEY, deep_merge, sweep_override_problems
 
 #: The run conf key (and DAG param) holding trigger-time config overrides per stage.
 OVERRIDES_PARAM = "overrides"
@@ -46,6 +47,9 @@ class PipelineRef:
     #: Stages whose component must never be cached (side effects: a registry hands out a new
     #: version each time), so a replay is not expected to reproduce their outputs.
     side_effects: frozenset[str] = frozenset()
+    #: Swept stages -> the config fields their spec's sweep varies. A trigger may replace only
+    #: these stages' sweeps, varying these fields and the stage's overridable ones.
+    swept: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -106,6 +110,18 @@ def run_overrides(conf: Mapping[str, Any] | None, pipeline: PipelineRef) -> dict
         if not isinstance(stage_override, Mapping):
             raise OverrideError(f"'{OVERRIDES_PARAM}.{stage}' must be a mapping of config fields to values")
         allowed = pipeline.overridable.get(stage, frozenset())
+        config_override = {k: v for k, v in stage_override.items() if k != SWEEP_OVERRIDE_KEY}
+        if stage in pipeline.swept:
+            problems = sweep_override_problems(
+                stage,
+                stage_override.get(SWEEP_OVERRIDE_KEY),
+                allowed | pipeline.swept[stage],
+                pipeline.swept[stage],
+                config_override,
+            )
+            if problems:
+                raise OverrideError("; ".join(problems))
+            stage_override = config_override  # the sweep's plan task reads the new grid itself
         refused += [f"{stage}.{name}" for name in stage_override if name not in allowed]
         checked[stage] = dict(stage_override)
     if refused:
@@ -126,18 +142,6 @@ def cache_wanted(conf: Mapping[str, Any] | None) -> bool:
     """Whether the run may use cached stage outputs (the trigger's ``{"cache": false}`` says no)."""
     value = (conf or {}).get(CACHE_PARAM, True)
     return value is not False and str(value).lower() not in {"false", "0", "no", "off"}
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` laid over it; nested mappings merge, anything else is replaced."""
-    merged = dict(base)
-    for key, value in override.items():
-        current = merged.get(key)
-        if isinstance(current, Mapping) and isinstance(value, Mapping):
-            merged[key] = deep_merge(current, value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def resolve_git_commit(context: Mapping[str, Any], sources: Sequence[str]) -> str:

@@ -24,6 +24,11 @@ from airflow_mlpipe.spec.errors import Location, Problem
 from airflow_mlpipe.spec.models import COMPONENT_PATTERN, Pipeline, PipelineStage
 from airflow_mlpipe.spec.pydantic_errors import locate, validation_problems
 from airflow_mlpipe.spec.reader import LocatedDict, LocatedList
+from airflow_mlpipe.spec.sweeps import (
+    check_sweep,
+    sweep_metric_warning,
+    without_swept_fields,
+)
 from airflow_mlpipe.spec.templates import is_template, template_problem
 from airflow_mlpipe.suggest import did_you_mean
 
@@ -197,8 +202,11 @@ def check_components(
             try:
                 validated = component.config_model.model_validate(config)
             except ValidationError as exc:
-                found.problems += validation_problems(
-                    exc, data, ("stages", index, "config"), component.config_model, skip_templated=True
+                found.problems += without_swept_fields(
+                    validation_problems(
+                        exc, data, ("stages", index, "config"), component.config_model, skip_templated=True
+                    ),
+                    stage,
                 )
             found.warnings += [
                 _deprecation_warning(w.message, data, index, stage)
@@ -207,6 +215,10 @@ def check_components(
             ]
             found.problems += _check_overridable(stage, component)
             found.problems += _check_cache(stage, component)
+            found.problems += check_sweep(stage, index, data, component.config_model, component.cache_policy)
+            metric_warning = sweep_metric_warning(stage, component.produces, validated)
+            if metric_warning is not None:
+                found.warnings.append(metric_warning)
             extra_warning = _extra_warning(stage, component, missing_by_extra)
             if extra_warning is not None:
                 found.warnings.append(extra_warning)
