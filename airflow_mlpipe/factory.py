@@ -30,6 +30,7 @@ from airflow.sdk import DAG, Param, get_parsing_context
 
 from airflow_mlpipe.operators.component import ComponentOperator
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
+from airflow_mlpipe.operators.sweep import add_sweep_tasks
 from airflow_mlpipe.pipeline_run import CACHE_PARAM, OVERRIDES_PARAM, PipelineRef
 from airflow_mlpipe.record import RECORD_TASK_ID
 from airflow_mlpipe.resolver import Component, resolve_component
@@ -90,6 +91,9 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
         side_effects=frozenset(
             name for name, component in components.items() if component.cache_policy == "never"
         ),
+        swept=MappingProxyType(
+            {stage.name: stage.sweep.swept_fields() for stage in pipeline.stages if stage.sweep is not None}
+        ),
     )
     dag = DAG(
         dag_id=pipeline.name,
@@ -118,12 +122,27 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
     )
     with dag:
         tasks = {}
+        first_tasks = {}  # a swept stage starts with its plan task; a plain stage is one task
         for stage in pipeline.stages:
             task_settings = set(TASK_SETTINGS)
             settings = pipeline.defaults.model_dump(
                 include=task_settings, exclude_none=True
             ) | stage.model_dump(include=task_settings, exclude_none=True)
-            tasks[stage.name] = ComponentOperator(
+            if stage.sweep is not None:
+                first_tasks[stage.name], tasks[stage.name] = add_sweep_tasks(
+                    stage=stage.name,
+                    component=stage.component,
+                    config=stage.config,
+                    sweep=stage.sweep,
+                    dependencies=stage.dependencies,
+                    pipeline=ref,
+                    cache=_cache_enabled(stage, pipeline, components[stage.name]),
+                    cache_ttl=_setting(stage, pipeline, "cache_ttl"),
+                    outlets=_outlets(components[stage.name], stage.config, pipeline.name),
+                    task_settings=settings,
+                )
+                continue
+            tasks[stage.name] = first_tasks[stage.name] = ComponentOperator(
                 task_id=stage.name,
                 component=stage.component,
                 config=stage.config,
@@ -141,7 +160,7 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
         )
         for stage in pipeline.stages:
             for dependency in stage.dependencies:
-                tasks[dependency] >> tasks[stage.name]
+                tasks[dependency] >> first_tasks[stage.name]
             tasks[stage.name] >> record
     return dag
 

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_mlpipe.contract import StageOutputs
-from airflow_mlpipe.spec.sweeps import SWEEP_OVERRIDE_KEY, deep_merge, sweep_override_problems
+from airflow_mlpipe.spec.sweeps import SWEEP_OVERRIDE_KEY, sweep_override_problems
+from airflow_mlpipe.spec.sweeps import deep_merge as deep_merge  # where the operators and the CLI find it
 
 #: The run conf key (and DAG param) holding trigger-time config overrides per stage.
 OVERRIDES_PARAM = "overrides"

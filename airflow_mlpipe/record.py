@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from airflow_mlpipe.contract import StageOutputs
+from airflow_mlpipe.sweeps import SweepOutcome
 
 RECORD_TASK_ID = "execution_record"
 
@@ -61,6 +62,10 @@ class ExecutionRecord(BaseModel):
         default_factory=dict, description="cached stage -> run id of the run that computed it"
     )
     overrides: dict[str, Any] = Field(default_factory=dict, description="trigger-time config overrides")
+    sweeps: dict[str, SweepOutcome] = Field(
+        default_factory=dict,
+        description="swept stage -> every variant (config, metrics, state, error) and the selected one",
+    )
     replay_of: str | None = Field(None, description="the run this run replays (mlpipe replay)")
     replay_matches: bool | None = Field(
         None, description="for a replay: whether every metric and artifact digest equals the original's"

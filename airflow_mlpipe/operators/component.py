@@ -52,6 +52,8 @@ class ComponentOperator(BaseOperator):
     :param cache: look the stage's fingerprint up in the stage cache before running, and store
         its outputs after (unless the run's conf says ``{"cache": false}``)
     :param cache_ttl: how old a cache entry may be to count; ``None``: any age
+    :param stage: the stage this task runs, when its task id is not the stage's name (a sweep's
+        variants); names its overrides, its cache entries and ``context.stage``
     """
 
     template_fields: Sequence[str] = ("config",)
@@ -66,9 +68,11 @@ class ComponentOperator(BaseOperator):
         pipeline: PipelineRef,
         cache: bool = False,
         cache_ttl: timedelta | None = None,
+        stage: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.stage = stage or self.task_id
         self.component = component
         self.config = config
         self.pipeline = pipeline
@@ -84,7 +88,7 @@ class ComponentOperator(BaseOperator):
         except Exception as exc:
             # Rendering runs before execute: record the error here, or the execution record and
             # the failure e-mail would not say why the stage failed.
-            message = f"the config of stage '{self.task_id}' failed to render: {type(exc).__name__}: {exc}"
+            message = f"the config of stage '{self.stage}' failed to render: {type(exc).__name__}: {exc}"
             context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=error_text(message))
             if isinstance(exc, jinja2.TemplateError):
                 # The template and the run's context are fixed, so a retry would fail the same way.
@@ -99,7 +103,7 @@ class ComponentOperator(BaseOperator):
             # The execution record and the failure e-mail quote this.
             context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=error_text(f"{type(exc).__name__}: {exc}"))
             raise
-        self.log.info("Stage '%s' finished in %.2f s", self.task_id, time.monotonic() - started)
+        self.log.info("Stage '%s' finished in %.2f s", self.stage, time.monotonic() - started)
         return result.model_dump(mode="json", exclude_none=True)
 
     def _run_component(self, context: Context) -> StageResult:
@@ -111,7 +115,7 @@ class ComponentOperator(BaseOperator):
         try:
             # Every stage checks the whole run's overrides, so a refused one fails the first stage.
             conf = getattr(context.get("dag_run"), "conf", None)
-            overrides = run_overrides(conf, self.pipeline).get(self.task_id, {})
+            overrides = self.config_overrides(run_overrides(conf, self.pipeline).get(self.stage, {}))
         except OverrideError as exc:
             raise AirflowFailException(str(exc)) from None
         if overrides:
@@ -123,14 +127,14 @@ class ComponentOperator(BaseOperator):
             # Retrying cannot fix a bad config: fail without retries. The error leaves out the
             # input values: a templated secret that fails validation must not reach the record.
             raise AirflowFailException(
-                f"invalid config for stage '{self.task_id}':\n{validation_summary(exc)}"
+                f"invalid config for stage '{self.stage}':\n{validation_summary(exc)}"
             ) from None
         self.log.info("Config: %s", _as_json(redact(config.model_dump(mode="json"))))
 
         ti = context["ti"]
         inputs = {
             upstream: StageResult.from_xcom(ti.xcom_pull(task_ids=upstream)).outputs
-            for upstream in sorted(self.upstream_task_ids)
+            for upstream in self.input_stages()
         }
         for upstream, upstream_outputs in inputs.items():
             self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.to_dict()))
@@ -142,13 +146,16 @@ class ComponentOperator(BaseOperator):
         root = settings.artifact_root()
         cache = StageCache(root, self.pipeline.name) if self.cache else None
         if cache is not None and self._cache_wanted(conf):
-            hit = cache.lookup(self.task_id, fingerprint, self.cache_ttl)
+            hit = cache.lookup(self.stage, fingerprint, self.cache_ttl)
             if hit is not None:
                 self.log.info("cache hit: fingerprint %s from run %s", fingerprint, hit.run_id)
                 return StageResult(**hit.outputs.to_dict(), cached_from=hit.run_id, **provenance)
             self.log.info("cache miss: fingerprint %s", fingerprint)
 
-        artifact_dir = stage_artifact_dir(root, self.pipeline.name, ti.run_id, self.task_id, ti.try_number)
+        # A mapped task's instances (a sweep's variants) each write into a folder of their own.
+        map_index = getattr(ti, "map_index", -1)
+        folder = self.task_id if map_index is None or map_index < 0 else f"{self.task_id}.{map_index}"
+        artifact_dir = stage_artifact_dir(root, self.pipeline.name, ti.run_id, folder, ti.try_number)
         if artifact_dir.exists():
             # Only when the same try runs again (``airflow tasks test``): start it clean.
             artifact_dir.rmdir(recursive=True)
@@ -160,7 +167,7 @@ class ComponentOperator(BaseOperator):
             pipeline_version=self.pipeline.version,
             config_version=self.pipeline.config_version,
             environment=self.pipeline.environment,
-            stage=self.task_id,
+            stage=self.stage,
             run_id=ti.run_id,
             git_commit=resolve_git_commit(context, self.pipeline.sources),
             inputs=inputs,
@@ -172,7 +179,7 @@ class ComponentOperator(BaseOperator):
         try:
             outputs = run_stage(component, config, component_context)
         except ContractError as exc:
-            raise AirflowFailException(f"stage '{self.task_id}': {exc}") from None
+            raise AirflowFailException(f"stage '{self.stage}': {exc}") from None
         outputs = outputs.with_digests(self._digests(outputs))
         for name, uri in outputs.artifacts.items():
             self.log.info("Artifact %s: %s (%s)", name, uri, outputs.digests.get(name, "no digest"))
@@ -181,6 +188,14 @@ class ComponentOperator(BaseOperator):
         if cache is not None:  # a run with the cache off still refreshes the entry
             self._store(cache, outputs, fingerprint, ti.run_id)
         return StageResult(**outputs.to_dict(), **provenance)
+
+    def config_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """What is laid over the rendered config: the run's overrides of this stage (checked)."""
+        return overrides
+
+    def input_stages(self) -> list[str]:
+        """The stages whose outputs this one receives: its upstream tasks."""
+        return sorted(self.upstream_task_ids)
 
     def _cache_wanted(self, conf: Mapping[str, Any] | None) -> bool:
         """Whether this run may take the stage's outputs from the cache."""
@@ -191,7 +206,7 @@ class ComponentOperator(BaseOperator):
 
     def _store(self, cache: StageCache, outputs: StageOutputs, fingerprint: str, run_id: str) -> None:
         try:
-            cache.store(self.task_id, fingerprint, run_id, outputs)
+            cache.store(self.stage, fingerprint, run_id, outputs)
         except Exception:
             # The stage succeeded; a cache that cannot be written only costs a later recompute.
             self.log.warning("Could not store the cache entry for fingerprint %s", fingerprint, exc_info=True)

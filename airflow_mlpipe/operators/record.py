@@ -19,6 +19,7 @@ from airflow_mlpipe.pipeline_run import (
     resolve_git_commit,
 )
 from airflow_mlpipe.record import RECORD_TASK_ID, ExecutionRecord, classify_stages, triggered_by
+from airflow_mlpipe.sweeps import SWEEP_XCOM_KEY
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -119,6 +120,11 @@ class ExecutionRecordOperator(BaseOperator):
             },
             configs={stage: result.config for stage, result in results.items()},
             overrides=dict(conf.get(OVERRIDES_PARAM) or {}),
+            sweeps={
+                stage: sweep
+                for stage in self.pipeline.swept
+                if (sweep := ti.xcom_pull(task_ids=stage, key=SWEEP_XCOM_KEY)) is not None
+            },
             airflow_version=airflow_version,
             mlpipe_version=__version__,
         )

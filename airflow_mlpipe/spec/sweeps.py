@@ -55,7 +55,8 @@ class Sweep(BaseModel):
         f"(at most {MAX_VARIANTS})",
     )
     variants: list[dict[str, Any]] | None = Field(
-        None, description=f"the variants, each a mapping merged into the stage's config (at most {MAX_VARIANTS})"
+        None,
+        description=f"the variants, each a mapping merged into the stage's config (at most {MAX_VARIANTS})",
     )
     select: SweepSelect = Field(description="which variant's outputs the downstream stages receive")
     max_parallel: int | None = Field(
@@ -98,7 +99,9 @@ def variants_shape_problem(grid: Any, variants: Any) -> str:
     return ""
 
 
-def expand_variants(grid: Mapping[str, Sequence[Any]] | None, variants: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+def expand_variants(
+    grid: Mapping[str, Sequence[Any]] | None, variants: Sequence[Mapping[str, Any]] | None
+) -> list[dict[str, Any]]:
     """The variants a grid (every combination, last key fastest) or a variants list stands for."""
     if grid is not None:
         keys = list(grid)
@@ -177,7 +180,9 @@ def check_sweep(
                         did_you_mean(key, fields) or f"its config fields: {', '.join(fields) or 'none'}",
                     )
                 )
-            problems += _templated_values(list(variant.values()), list(variant.value_locations.values()), f"{path}.variants[{number}]")
+            problems += _templated_values(
+                list(variant.values()), list(variant.value_locations.values()), f"{path}.variants[{number}]"
+            )
             if unknown:
                 continue
             try:
@@ -186,7 +191,11 @@ def check_sweep(
                 problems += [
                     _in_variant(problem, location, number)
                     for problem in validation_problems(
-                        exc, data, ("stages", index, "sweep", "variants", number), config_model, skip_templated=True
+                        exc,
+                        data,
+                        ("stages", index, "sweep", "variants", number),
+                        config_model,
+                        skip_templated=True,
                     )
                     if _set_by_variant(problem, variant)
                 ]
@@ -294,14 +303,16 @@ def sweep_override_problems(
         if both:
             return [
                 f"'overrides.{stage}' overrides {', '.join(both)}, which the stage's sweep varies; "
-                f"replace the sweep's values instead: {{\"{SWEEP_OVERRIDE_KEY}\": {{\"grid\": {{...}}}}}}"
+                f'replace the sweep\'s values instead: {{"{SWEEP_OVERRIDE_KEY}": {{"grid": {{...}}}}}}'
             ]
         return []
     if not isinstance(value, Mapping):
         return [f"'{where}' must be a mapping with 'grid' or 'variants'"]
     other = sorted(set(value) - {"grid", "variants"})
     if other:
-        return [f"'{where}' may replace 'grid' or 'variants' only, not {', '.join(other)} (the spec sets them)"]
+        return [
+            f"'{where}' may replace 'grid' or 'variants' only, not {', '.join(other)} (the spec sets them)"
+        ]
     grid, variants = value.get("grid"), value.get("variants")
     if grid is not None and not (
         isinstance(grid, Mapping) and all(isinstance(v, list) for v in grid.values())
@@ -340,7 +351,7 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def _located_variants(stage: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _located_variants(stage: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The variants of a stage's sweep as written, or ``[]`` when it has none (or a broken one)."""
     sweep = stage.get("sweep")
     if not isinstance(sweep, Mapping):
