@@ -35,7 +35,8 @@ def located(problems) -> list[tuple[int, int, str, str]]:
 
 def test_a_grid_sweep_loads_and_expands_to_every_combination_in_order(tmp_path: Path) -> None:
     text = swept(
-        "grid: {epochs: [5, 10], learning_rate: [0.1, 0.01]}\nselect: {metric: loss, mode: min}\nmax_parallel: 4"
+        "grid: {epochs: [5, 10], learning_rate: [0.1, 0.01]}\n"
+        "select: {metric: loss, mode: min}\nmax_parallel: 4"
     )
     stage = load(write(tmp_path, "demo.yaml", text)).stage("train")
     assert stage.sweep is not None and stage.sweep.max_parallel == 4
@@ -201,7 +202,7 @@ def test_a_grid_over_the_cap_is_refused_with_the_count(tmp_path: Path) -> None:
 def test_a_component_with_side_effects_cannot_be_swept(tmp_path: Path) -> None:
     sweep = "grid: {target: [a, b]}\nselect: {metric: loss, mode: max}"
     [problem] = spec_problems(tmp_path, swept(sweep, component="publisher"))
-    assert (problem.field, problem.location.line) == ("stages[train].sweep", 13)
+    assert (problem.field, problem.location.line) == ("stages[train].sweep", 12)  # at its key
     assert "has side effects" in problem.message and "remove 'sweep'" in problem.suggestion
 
 
