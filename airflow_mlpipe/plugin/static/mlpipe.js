@@ -402,6 +402,51 @@
     updateCompareBar();
   }
 
+  // -- detail: sweeps -----------------------------------------------------------------------
+
+  // The sweep tables of the newest record that has sweeps: one per swept stage, each variant a
+  // row, the selected one marked. Pure data, so that the rendering below stays a thin layer.
+  function sweepTables(entries) {
+    const entry = (entries || []).find((e) => e.record && Object.keys(e.record.sweeps || {}).length);
+    if (!entry) return [];
+    return Object.entries(entry.record.sweeps).map(([stage, sweep]) => {
+      const variants = sweep.variants || [];
+      const fields = [...new Set(variants.flatMap((v) => Object.keys(v.variant || {})))];
+      return {
+        stage, run_id: entry.run_id, metric: sweep.metric, mode: sweep.mode, fields,
+        selected: sweep.selected === null || sweep.selected === undefined ? null : sweep.selected,
+        rows: variants.map((v, index) => ({
+          index, label: v.label, values: fields.map((f) => (v.variant || {})[f]),
+          value: (v.metrics || {})[sweep.metric], state: v.state, error: v.error || null,
+          cached: Boolean(v.cached_from), selected: index === sweep.selected,
+        })),
+      };
+    });
+  }
+
+  function renderSweeps(entries) {
+    const box = clear(document.getElementById("sweeps"));
+    const tables = sweepTables(entries);
+    document.getElementById("sweeps-title").hidden = !tables.length;
+    for (const table of tables) {
+      const best = table.mode === "max" ? "highest" : "lowest";
+      box.append(h("section", { class: "sweep", "data-stage": table.stage },
+        h("h4", {}, `Sweep of ${table.stage}`, " ", h("span", { class: "muted" },
+          `${table.rows.length} variants in run ${table.run_id}; ${best} ${table.metric} wins`)),
+        table.selected === null ? h("p", { class: "error" }, "No variant succeeded: the stage failed.") : null,
+        h("table", { class: "grid sweep-table" },
+          h("thead", {}, h("tr", {}, h("th", {}, "#"), table.fields.map((f) => h("th", {}, f)),
+            h("th", {}, table.metric), h("th", {}, "State"), h("th", {}, ""))),
+          h("tbody", {}, table.rows.map((row) => h("tr", { class: row.selected ? "selected" : null, "data-index": row.index },
+            h("td", {}, String(row.index)),
+            row.values.map((value) => h("td", {}, h("code", {}, typeof value === "object" ? JSON.stringify(value) : String(value)))),
+            h("td", {}, row.value === undefined ? "–" : fmtNumber(row.value)),
+            h("td", { title: row.error || "" }, badge(row.state), row.cached ? h("span", { class: "badge info", title: "taken from the stage cache" }, "↺") : null,
+              row.error ? h("div", { class: "muted small" }, row.error.split("\n")[0]) : null),
+            h("td", {}, row.selected ? badge("★ selected", "success") : null)))))));
+    }
+  }
+
   // -- detail: two runs compared -----------------------------------------------------------
 
   function onPick(event) {
@@ -619,12 +664,13 @@
     if (!spec) { detail.hidden = true; return; }
     renderSummary(spec);
     detail.hidden = false;
-    for (const id of ["charts", "records", "registry"]) clear(document.getElementById(id)).append(h("p", { class: "muted" }, "Loading…"));
+    for (const id of ["charts", "records", "sweeps", "registry"]) clear(document.getElementById(id)).append(h("p", { class: "muted" }, "Loading…"));
     const encoded = encodeURIComponent(name);
     const [records, registry] = await Promise.all([api(`pipelines/${encoded}/records?limit=100`), api(`pipelines/${encoded}/registry`)]);
     if (state.selected !== name) return;
     renderCharts(records.records, spec);
     renderRecords(records.records);
+    renderSweeps(records.records);
     renderRegistry(registry);
   }
 
@@ -645,6 +691,12 @@
       showError(error);
       document.body.dataset.loaded = "error";
     }
+  }
+
+  // Under Node (the page's tests), hand over the pure functions instead of starting the page.
+  if (typeof window === "undefined") {
+    module.exports = { sweepTables };
+    return;
   }
 
   window.addEventListener("hashchange", () => {
