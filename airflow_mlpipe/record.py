@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from airflow_mlpipe.approvals import ApprovalDecision
 from airflow_mlpipe.contract import StageOutputs
 
 RECORD_TASK_ID = "execution_record"
@@ -30,6 +31,19 @@ _TRIGGERED_BY: dict[str, TriggeredBy] = {
 }
 
 
+class TriggeringAssetEvent(BaseModel):
+    """An asset event that started the run (``schedule: {after: ...}`` or ``{assets: ...}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str
+    name: str
+    source_dag_id: str | None = Field(None, description="the DAG that emitted it; None if posted via the API")
+    source_run_id: str | None = None
+    source_task_id: str | None = None
+    timestamp: AwareDatetime
+
+
 class ExecutionRecord(BaseModel):
     """One pipeline run, for auditing (the seed's ``ExecutionRecord``, extended)."""
 
@@ -44,6 +58,9 @@ class ExecutionRecord(BaseModel):
     git_commit: str
     triggered_by: TriggeredBy = Field(description="schedule, manual, api, backfill or asset")
     triggered_by_user: str | None = None
+    triggering_asset_events: list[TriggeringAssetEvent] = Field(
+        default_factory=list, description="for triggered_by asset: the asset events that started the run"
+    )
     stages_completed: list[str]
     stages_failed: list[str]
     stages_skipped: list[str] = Field(description="upstream-failed, skipped or not run")
@@ -61,6 +78,9 @@ class ExecutionRecord(BaseModel):
         default_factory=dict, description="cached stage -> run id of the run that computed it"
     )
     overrides: dict[str, Any] = Field(default_factory=dict, description="trigger-time config overrides")
+    approvals: dict[str, ApprovalDecision] = Field(
+        default_factory=dict, description="gated stage -> who approved or rejected it, and when"
+    )
     replay_of: str | None = Field(None, description="the run this run replays (mlpipe replay)")
     replay_matches: bool | None = Field(
         None, description="for a replay: whether every metric and artifact digest equals the original's"

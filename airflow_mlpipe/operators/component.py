@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator
 from pydantic import ValidationError
 
 from airflow_mlpipe import settings
+from airflow_mlpipe.approvals import is_approval_task
 from airflow_mlpipe.artifacts import stage_artifact_dir
 from airflow_mlpipe.cache import StageCache
 from airflow_mlpipe.contract import ComponentContext, ContractError, StageOutputs
@@ -131,6 +132,7 @@ class ComponentOperator(BaseOperator):
         inputs = {
             upstream: StageResult.from_xcom(ti.xcom_pull(task_ids=upstream)).outputs
             for upstream in sorted(self.upstream_task_ids)
+            if not is_approval_task(upstream)  # a gated stage's approval is not an input
         }
         for upstream, upstream_outputs in inputs.items():
             self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.to_dict()))
