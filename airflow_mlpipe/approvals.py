@@ -22,6 +22,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 #: Appended to a stage name for its approval task; stage names hold no dots, so it never collides.
 APPROVAL_TASK_SUFFIX = ".approval"
+#: The XCom key of an approval task's decision.
+DECISION_XCOM_KEY = "mlpipe_approval"
 _THRESHOLD = "threshold."
 _PASSED = "passed."
 
@@ -114,7 +116,8 @@ def request_body(
 def _metric_rows(stage: str, result: Mapping[str, Any]) -> list[str]:
     metrics = result.get("metrics") or {}
     config = result.get("config") or {}
-    configured = config.get("thresholds") if isinstance(config.get("thresholds"), Mapping) else {}
+    thresholds = config.get("thresholds")
+    configured: Mapping[str, Any] = thresholds if isinstance(thresholds, Mapping) else {}
     rows = []
     for name, value in sorted(metrics.items()):
         if name.startswith((_THRESHOLD, _PASSED)):
@@ -146,8 +149,8 @@ def recorded_decisions(ti: Any, stages: list[str], task_ids: set[str]) -> dict[s
         task_id = approval_task_id(stage)
         if task_id not in task_ids:
             continue
-        value = ti.xcom_pull(task_ids=task_id)
-        if isinstance(value, Mapping) and "approved" in value:
+        value = ti.xcom_pull(task_ids=task_id, key=DECISION_XCOM_KEY)
+        if isinstance(value, Mapping):
             decisions[stage] = ApprovalDecision.model_validate(value)
     return decisions
 

@@ -36,9 +36,9 @@ from airflow_mlpipe.resolver import Component, resolve_component
 from airflow_mlpipe.schedules import ScheduleError, dag_schedule, pipeline_asset
 from airflow_mlpipe.spec import (
     TASK_SETTINGS,
+    Location,
     Pipeline,
     PipelineStage,
-    Location,
     Problem,
     SpecError,
     load_folder,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-from airflow_mlpipe.approvals import decision_from_response, request_body, request_subject
+from airflow_mlpipe.approvals import DECISION_XCOM_KEY, decision_from_response, request_body, request_subject
 from airflow_mlpipe.pipeline_run import PipelineRef
 
 if TYPE_CHECKING:
@@ -22,8 +22,9 @@ class StageApprovalOperator(ApprovalOperator):
     The request is written when the task runs, so it can show the upstream stages' metrics of
     this run. The task then waits in Airflow's ``awaiting_input`` state (no worker slot, no
     triggerer) until someone answers in the UI or through the REST API, or ``response_timeout``
-    passes: then the default, ``Reject``, applies. Its XCom is the decision
-    (:class:`~airflow_mlpipe.approvals.ApprovalDecision`), which the execution record reads.
+    passes: then the default, ``Reject``, applies. It pushes the decision
+    (:class:`~airflow_mlpipe.approvals.ApprovalDecision`) as the XCom ``mlpipe_approval``, which
+    the execution record reads.
 
     :param stage: the gated stage (this task's only downstream)
     :param component: the gated stage's component, shown in the request
@@ -73,18 +74,21 @@ class StageApprovalOperator(ApprovalOperator):
         self.log.info("Asking for approval of stage '%s':\n%s", self.stage, self.body)
         return super().execute(context)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        response = super().execute_complete(context, event)  # skips the stage on Reject
-        decision = decision_from_response({**response, "timedout": event.get("timedout")}, self.APPROVE)
-        self.log.info(
-            "Stage '%s' %s by %s at %s%s",
-            self.stage,
-            "approved" if decision.approved else "rejected",
-            decision.by or "nobody",
-            decision.at,
-            " (timed out)" if decision.timed_out else "",
-        )
-        return decision.model_dump(mode="json")
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        if "error" not in event:  # a timeout without defaults; not built here, fails as Airflow's does
+            decision = decision_from_response(event, self.APPROVE)
+            # Pushed first: on Reject, the skip of the downstream stage ends the task without a
+            # return value.
+            context["ti"].xcom_push(key=DECISION_XCOM_KEY, value=decision.model_dump(mode="json"))
+            self.log.info(
+                "Stage '%s' %s by %s at %s%s",
+                self.stage,
+                "approved" if decision.approved else "rejected",
+                decision.by or "nobody",
+                decision.at,
+                " (no answer in time: the default applies)" if decision.timed_out else "",
+            )
+        return super().execute_complete(context, event)
 
 
 def _duration_text(value: timedelta | None) -> str | None:

@@ -117,7 +117,9 @@ def load_folder(
     return result
 
 
-def _check_after(result: FolderResult, after: dict[str, list[triggers.AfterReference]], known: set[str]) -> None:
+def _check_after(
+    result: FolderResult, after: dict[str, list[triggers.AfterReference]], known: set[str]
+) -> None:
     """Move the pipelines whose ``after`` is wrong from the valid ones to the broken ones."""
     for name, problems in triggers.check_after(after, known).items():
         pipeline = result.pipelines.pop(name)
