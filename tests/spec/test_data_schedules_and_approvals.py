@@ -68,7 +68,11 @@ def test_a_schedule_mapping_without_after_or_assets_is_refused(tmp_path: Path) -
     [
         ("{after: [Features]}", "metadata.schedule.after[0]", "String should match pattern"),
         ("{after: [a, a]}", "metadata.schedule.after", "listed more than once: a"),
-        ('{assets: ["airflow://x"]}', "metadata.schedule.assets[0]", "the asset scheme 'airflow' is reserved"),
+        (
+            '{assets: ["airflow://x"]}',
+            "metadata.schedule.assets[0]",
+            "the asset scheme 'airflow' is reserved",
+        ),
         ('{assets: ["s3://u:pw@bucket/x"]}', "metadata.schedule.assets[0]", "must not contain a password"),
         ('{assets: [" "]}', "metadata.schedule.assets[0]", "an asset URI cannot be empty"),
         ("{after: [a], any: maybe}", "metadata.schedule.any", "Input should be a valid boolean"),
