@@ -210,7 +210,7 @@ def test_the_record_names_the_asset_events_that_started_the_run() -> None:
         [asset_event("s3://bucket/x", None, 5), asset_event("mlpipe://pipelines/features", "features", 1)]
     )
     _, record_task = gated_dag()
-    ti, context = record_context(dict.fromkeys([*STAGES, "register.approval"], "success"), None)
+    _, context = record_context(dict.fromkeys([*STAGES, "register.approval"], "success"), None)
     context["triggering_asset_events"] = events
     context["dag_run"] = DagRunStub(conf={}, run_type="asset_triggered", triggering_user_name=None)
 
