@@ -1,7 +1,7 @@
 """Pipelines triggered by data: a spec's ``schedule`` as Airflow schedules on Assets.
 
 Every pipeline's ``execution_record`` task has the pipeline's own Asset,
-``mlpipe://pipelines/<name>``, as its outlet. That task succeeds only when every stage completed,
+``x-mlpipe://pipelines/<name>``, as its outlet. That task succeeds only when every stage completed,
 so the Asset is updated once per successful run, and a spec with ``schedule: {after: [name]}`` is
 an Airflow DAG scheduled on it. ``schedule: {assets: [...]}`` schedules on any Airflow Assets (an
 upstream DAG's outlets, an S3 object another system announces through the REST API). Both wait
@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset
     from airflow.sdk.definitions.asset import BaseAsset
 
-#: The URI scheme of the Assets that pipelines' successful runs update.
-PIPELINE_ASSET_SCHEME = "mlpipe"
+#: The URI scheme of the Assets that pipelines' successful runs update. Airflow's convention for a
+#: scheme no provider defines is the ``x-`` prefix: Airflow then skips URI normalisation, which
+#: for any other unknown scheme loads every provider's metadata (a second or two per parse).
+PIPELINE_ASSET_SCHEME = "x-mlpipe"
 
 
 class ScheduleError(ValueError):
@@ -29,14 +31,14 @@ class ScheduleError(ValueError):
 
 
 def pipeline_asset_uri(pipeline: str) -> str:
-    """``mlpipe://pipelines/<name>``: the Asset a successful run of ``pipeline`` updates."""
+    """``x-mlpipe://pipelines/<name>``: the Asset a successful run of ``pipeline`` updates."""
     return f"{PIPELINE_ASSET_SCHEME}://pipelines/{pipeline}"
 
 
 def pipeline_asset(pipeline: str) -> Asset:
     from airflow.sdk import Asset
 
-    # Name and URI alike, as ``Asset("mlpipe://pipelines/x")`` in a hand-written DAG would be.
+    # Name and URI alike, as ``Asset("x-mlpipe://pipelines/x")`` in a hand-written DAG would be.
     return Asset(pipeline_asset_uri(pipeline))
 
 

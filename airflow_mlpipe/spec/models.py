@@ -193,7 +193,7 @@ class AssetSchedule(_Model):
     """A schedule on data: run when other pipelines succeed, or when Airflow Assets are updated.
 
     ``after`` names pipelines of the same folder: each pipeline's ``execution_record`` task emits
-    the Asset ``mlpipe://pipelines/<name>`` when a run of it succeeds.
+    the Asset ``x-mlpipe://pipelines/<name>`` when a run of it succeeds.
     """
 
     after: Annotated[list[Name], AfterValidator(_check_unique)] = Field(

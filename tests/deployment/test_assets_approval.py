@@ -77,7 +77,7 @@ def test_a_successful_run_starts_the_pipeline_scheduled_after_it_and_a_failed_on
     record = api.xcom("after_source", run["dag_run_id"], "execution_record")
     assert record["triggered_by"] == "asset"
     [event] = record["triggering_asset_events"]
-    assert event["uri"] == event["name"] == "mlpipe://pipelines/asset_source"
+    assert event["uri"] == event["name"] == "x-mlpipe://pipelines/asset_source"
     assert event["source_dag_id"] == "asset_source"
     assert event["source_run_id"] == source_run
     assert event["source_task_id"] == "execution_record"
@@ -86,7 +86,8 @@ def test_a_successful_run_starts_the_pipeline_scheduled_after_it_and_a_failed_on
     # A failed run of the source updates nothing, so nothing runs after it.
     failed_run = api.trigger("asset_source", {"overrides": {"extract": {"batch_size": "lots"}}})
     assert api.wait_for_run("asset_source", failed_run, 180)["state"] == "failed"
-    assert [e["source_run_id"] for e in asset_events(api, "mlpipe://pipelines/asset_source")] == [source_run]
+    source_events = asset_events(api, "x-mlpipe://pipelines/asset_source")
+    assert [event["source_run_id"] for event in source_events] == [source_run]
     time.sleep(10)  # the scheduler would have created a run by now (it did within seconds above)
     assert len(asset_runs(api, "after_source")) == 1
 
@@ -178,7 +179,7 @@ def test_a_gated_stage_waits_for_a_person_and_runs_once_approved_through_the_res
     decision = record["approvals"]["publish"]
     assert decision["approved"] is True and decision["by"] == "admin" and decision["timed_out"] is False
     assert decision["at"] is not None
-    assert [e["source_run_id"] for e in asset_events(api, "mlpipe://pipelines/gated")] == [run_id]
+    assert [e["source_run_id"] for e in asset_events(api, "x-mlpipe://pipelines/gated")] == [run_id]
 
 
 def test_a_rejected_stage_and_what_follows_are_skipped_and_the_record_says_who_rejected(
@@ -204,7 +205,7 @@ def test_a_rejected_stage_and_what_follows_are_skipped_and_the_record_says_who_r
     decision = record["approvals"]["publish"]
     assert decision["approved"] is False and decision["by"] == "admin" and decision["timed_out"] is False
     # The declined run did not complete the pipeline: it updates no asset.
-    assert run_id not in [e["source_run_id"] for e in asset_events(api, "mlpipe://pipelines/gated")]
+    assert run_id not in [e["source_run_id"] for e in asset_events(api, "x-mlpipe://pipelines/gated")]
 
 
 def test_an_unanswered_request_times_out_as_a_rejection(cluster: CeleryCluster):

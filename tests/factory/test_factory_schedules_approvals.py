@@ -41,7 +41,7 @@ def test_after_and_assets_compile_to_an_asset_schedule_waiting_for_all(write_spe
 
     dag = build_dags(folder)["train"]
 
-    assert dag.schedule == AssetAll(Asset("mlpipe://pipelines/features"), Asset("s3://bucket/events"))
+    assert dag.schedule == AssetAll(Asset("x-mlpipe://pipelines/features"), Asset("s3://bucket/events"))
 
 
 def test_any_true_compiles_to_any_of_the_assets(write_spec, allow_test_components):
@@ -63,7 +63,7 @@ def test_the_record_task_updates_the_pipelines_own_asset(write_spec, allow_test_
 
     record = build_dags(folder)["features"].get_task(RECORD_TASK_ID)
 
-    assert record.outlets == [Asset("mlpipe://pipelines/features")]
+    assert record.outlets == [Asset("x-mlpipe://pipelines/features")]
 
 
 def test_an_asset_airflow_refuses_makes_a_placeholder_and_hides_no_other_pipeline(

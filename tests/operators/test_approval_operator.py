@@ -207,7 +207,7 @@ def test_the_record_names_the_asset_events_that_started_the_run() -> None:
         )
 
     events = TriggeringAssetEventsAccessor.build(
-        [asset_event("s3://bucket/x", None, 5), asset_event("mlpipe://pipelines/features", "features", 1)]
+        [asset_event("s3://bucket/x", None, 5), asset_event("x-mlpipe://pipelines/features", "features", 1)]
     )
     _, record_task = gated_dag()
     _, context = record_context(dict.fromkeys([*STAGES, "register.approval"], "success"), None)
@@ -219,8 +219,8 @@ def test_the_record_names_the_asset_events_that_started_the_run() -> None:
     assert value["triggered_by"] == "asset"
     assert value["triggering_asset_events"] == [
         {
-            "uri": "mlpipe://pipelines/features",
-            "name": "mlpipe://pipelines/features",
+            "uri": "x-mlpipe://pipelines/features",
+            "name": "x-mlpipe://pipelines/features",
             "source_dag_id": "features",
             "source_run_id": "manual__1",
             "source_task_id": "execution_record",
