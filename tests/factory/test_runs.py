@@ -232,10 +232,8 @@ def test_config_that_fails_to_render_fails_the_stage_once_and_the_record_says_wh
     mlpipe_sandbox, git_spec_repo, subprocess_env
 ):
     # 'params' exists, so the spec loads; this run has no 'label' param, so rendering fails.
-    spec = (
-        TINY.format(fail="false")
-        .replace("{{ ds }}", "{{ params.label }}")
-        .replace("config: {value: 3,", "retries: 2\n    retry_delay: 1\n    config: {value: 3,", 1)
+    spec = TINY.format(fail="false").replace("{{ ds }}", "{{ params.label }}").replace(
+        "config: {value: 3,", "retries: 2\n    retry_delay: 1\n    config: {value: 3,", 1
     )
     (git_spec_repo / "tiny.yaml").write_text(spec)
     commit_all(git_spec_repo)

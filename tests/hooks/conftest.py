@@ -16,7 +16,6 @@ import pytest
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="mlpipe-hooks-airflow-home-"))
 
-
 @pytest.fixture
 def source_artifacts(tmp_path: Path) -> dict[str, str]:
     """Files like an evaluation stage's outputs: a model, an index and a report (name -> URI)."""
