@@ -34,10 +34,13 @@ from airflow_mlpipe.operators.sweep import add_sweep_tasks
 from airflow_mlpipe.pipeline_run import CACHE_PARAM, OVERRIDES_PARAM, PipelineRef
 from airflow_mlpipe.record import RECORD_TASK_ID
 from airflow_mlpipe.resolver import Component, resolve_component
+from airflow_mlpipe.schedules import ScheduleError, dag_schedule, pipeline_asset
 from airflow_mlpipe.spec import (
     TASK_SETTINGS,
+    Location,
     Pipeline,
     PipelineStage,
+    Problem,
     SpecError,
     load_folder,
     stage_overridable,
@@ -66,7 +69,11 @@ def build_dags(spec_folder: str | os.PathLike[str], environment: str | None = No
     )
     dags: dict[str, DAG] = {}
     for name, pipeline in result.pipelines.items():
-        dags[name] = build_dag(pipeline, prefixes)
+        try:
+            dags[name] = build_dag(pipeline, prefixes)
+        except ScheduleError as exc:  # an asset URI that only Airflow's normaliser refuses
+            where = Location(pipeline.sources[0], 1, 1) if pipeline.sources else None
+            result.errors[name] = SpecError([Problem(str(exc), where, "metadata.schedule.assets")])
     for name, error in result.errors.items():
         log.error("Invalid pipeline spec '%s':\n%s", name, error.format())
         placeholder = build_placeholder_dag(name, error)
@@ -97,7 +104,7 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
     )
     dag = DAG(
         dag_id=pipeline.name,
-        schedule=metadata.schedule,
+        schedule=dag_schedule(metadata.schedule),
         start_date=_start_date(metadata.start_date),
         catchup=metadata.catchup,
         description=metadata.description or None,
@@ -157,12 +164,35 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
             task_id=RECORD_TASK_ID,
             pipeline=ref,
             notify_on_failure=list(metadata.notify_on_failure),
+            # Updated only by a successful run: the record task fails when a stage did not complete.
+            outlets=[pipeline_asset(pipeline.name)],
         )
         for stage in pipeline.stages:
+            # A gated stage waits for its approval task, which waits for the stage's dependencies.
+            gate = _approval_gate(stage, ref) if stage.approval and stage.approval.required else None
             for dependency in stage.dependencies:
-                tasks[dependency] >> first_tasks[stage.name]
+                tasks[dependency] >> (gate or first_tasks[stage.name])
+            if gate is not None:
+                gate >> first_tasks[stage.name]
             tasks[stage.name] >> record
     return dag
+
+
+def _approval_gate(stage: PipelineStage, ref: PipelineRef) -> Any:
+    """The human approval task in front of ``stage`` (imported only by pipelines that have one)."""
+    from airflow_mlpipe.approvals import approval_task_id
+    from airflow_mlpipe.operators.approval import StageApprovalOperator
+
+    assert stage.approval is not None
+    return StageApprovalOperator(
+        task_id=approval_task_id(stage.name),
+        stage=stage.name,
+        component=stage.component,
+        pipeline=ref,
+        upstream_stages=stage.dependencies,
+        response_timeout=stage.approval.timeout,
+        doc_md=f"Approval of stage `{stage.name}` before it runs",
+    )
 
 
 def build_placeholder_dag(name: str, error: SpecError) -> DAG:

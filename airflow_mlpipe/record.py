@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from airflow_mlpipe.approvals import ApprovalDecision
 from airflow_mlpipe.contract import StageOutputs
 from airflow_mlpipe.sweeps import SweepOutcome
 
@@ -31,6 +32,19 @@ _TRIGGERED_BY: dict[str, TriggeredBy] = {
 }
 
 
+class TriggeringAssetEvent(BaseModel):
+    """An asset event that started the run (``schedule: {after: ...}`` or ``{assets: ...}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str
+    name: str
+    source_dag_id: str | None = Field(None, description="the DAG that emitted it; None if posted via the API")
+    source_run_id: str | None = None
+    source_task_id: str | None = None
+    timestamp: AwareDatetime
+
+
 class ExecutionRecord(BaseModel):
     """One pipeline run, for auditing (the seed's ``ExecutionRecord``, extended)."""
 
@@ -45,6 +59,9 @@ class ExecutionRecord(BaseModel):
     git_commit: str
     triggered_by: TriggeredBy = Field(description="schedule, manual, api, backfill or asset")
     triggered_by_user: str | None = None
+    triggering_asset_events: list[TriggeringAssetEvent] = Field(
+        default_factory=list, description="for triggered_by asset: the asset events that started the run"
+    )
     stages_completed: list[str]
     stages_failed: list[str]
     stages_skipped: list[str] = Field(description="upstream-failed, skipped or not run")
@@ -65,6 +82,9 @@ class ExecutionRecord(BaseModel):
     sweeps: dict[str, SweepOutcome] = Field(
         default_factory=dict,
         description="swept stage -> every variant (config, metrics, state, error) and the selected one",
+    )
+    approvals: dict[str, ApprovalDecision] = Field(
+        default_factory=dict, description="gated stage -> who approved or rejected it, and when"
     )
     replay_of: str | None = Field(None, description="the run this run replays (mlpipe replay)")
     replay_matches: bool | None = Field(

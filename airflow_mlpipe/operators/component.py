@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator
 from pydantic import ValidationError
 
 from airflow_mlpipe import settings
+from airflow_mlpipe.approvals import is_approval_task
 from airflow_mlpipe.artifacts import stage_artifact_dir
 from airflow_mlpipe.cache import StageCache
 from airflow_mlpipe.contract import ComponentContext, ContractError, StageOutputs
@@ -194,8 +195,8 @@ class ComponentOperator(BaseOperator):
         return overrides
 
     def input_stages(self) -> list[str]:
-        """The stages whose outputs this one receives: its upstream tasks."""
-        return sorted(self.upstream_task_ids)
+        """The stages whose outputs this one receives: its upstream tasks but a gate's approval."""
+        return sorted(task_id for task_id in self.upstream_task_ids if not is_approval_task(task_id))
 
     def _cache_wanted(self, conf: Mapping[str, Any] | None) -> bool:
         """Whether this run may take the stage's outputs from the cache."""

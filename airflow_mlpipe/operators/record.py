@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, TriggerRule
 
 from airflow_mlpipe import __version__, settings
+from airflow_mlpipe.approvals import declined_stages, recorded_decisions
 from airflow_mlpipe.pipeline_run import (
     ERROR_XCOM_KEY,
     OVERRIDES_PARAM,
@@ -19,6 +20,7 @@ from airflow_mlpipe.pipeline_run import (
     resolve_git_commit,
 )
 from airflow_mlpipe.record import RECORD_TASK_ID, ExecutionRecord, classify_stages, triggered_by
+from airflow_mlpipe.schedules import triggering_asset_events
 from airflow_mlpipe.sweeps import SWEEP_XCOM_KEY
 
 if TYPE_CHECKING:
@@ -31,7 +33,10 @@ class ExecutionRecordOperator(BaseOperator):
 
     Runs whatever happened upstream (trigger rule ``all_done``). When a stage failed it still
     writes the record, e-mails ``notify_on_failure`` once, and then fails itself: as the DAG's only
-    leaf, a successful record task would otherwise mark a failed run successful.
+    leaf, a successful record task would otherwise mark a failed run successful. When the only
+    stages that did not complete are those a person rejected (or let time out) at an approval
+    gate, it writes the record and ends skipped: the run succeeds, but without updating the
+    pipeline's Asset, so pipelines scheduled ``after`` it do not start.
 
     :param pipeline: the pipeline this run belongs to
     :param notify_on_failure: addresses for the failure e-mail
@@ -70,6 +75,13 @@ class ExecutionRecordOperator(BaseOperator):
         context["ti"].xcom_push(key="return_value", value=value)
         if record.stages_failed:
             self._notify(record)
+        elif set(record.stages_skipped) <= declined_stages(self.dag, record.approvals):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(
+                f"pipeline '{record.pipeline}': approval declined for {sorted(record.approvals)}; "
+                f"skipped={record.stages_skipped}; the execution record was written"
+            )
         raise AirflowFailException(
             f"pipeline '{record.pipeline}' did not complete: failed={record.stages_failed} "
             f"skipped={record.stages_skipped}; the execution record was written"
@@ -105,6 +117,7 @@ class ExecutionRecordOperator(BaseOperator):
             git_commit=resolve_git_commit(context, self.pipeline.sources),
             triggered_by=triggered_by(dag_run.run_type),
             triggered_by_user=getattr(dag_run, "triggering_user_name", None),
+            triggering_asset_events=triggering_asset_events(context),
             stages_completed=completed,
             stages_failed=failed,
             stages_skipped=skipped,
@@ -125,6 +138,7 @@ class ExecutionRecordOperator(BaseOperator):
                 for stage in self.pipeline.swept
                 if (sweep := ti.xcom_pull(task_ids=stage, key=SWEEP_XCOM_KEY)) is not None
             },
+            approvals=recorded_decisions(ti, self.stages, set(self.dag.task_ids)),
             airflow_version=airflow_version,
             mlpipe_version=__version__,
         )

@@ -93,7 +93,7 @@ class _Metadata(BaseModel):
     owner: str
     description: str = ""
     tags: list[str] = Field(default_factory=list)
-    schedule: str | None = None
+    schedule: str | dict[str, Any] | None = None  # a mapping: a schedule on data (after, assets)
     notify_on_failure: list[str] = Field(default_factory=list)
 
 
@@ -160,7 +160,7 @@ def summary(dag: DagSnapshot) -> dict[str, Any]:
         "version": spec.version,
         "config_version": spec.config_version,
         "environment": spec.environment,
-        "schedule": spec.metadata.schedule,
+        "schedule": _schedule_text(spec.metadata.schedule),
         "owners": [spec.metadata.owner],
         "description": spec.metadata.description,
         "tags": list(spec.metadata.tags),
@@ -168,6 +168,14 @@ def summary(dag: DagSnapshot) -> dict[str, Any]:
         **_stage_facts(dag.dag_id, stages),
         "problems": [],
     }
+
+
+def _schedule_text(schedule: str | dict[str, Any] | None) -> str | None:
+    """A schedule on data in one line: ``after user_engagement_features & s3://bucket/x``."""
+    if not isinstance(schedule, dict):
+        return schedule
+    joiner = " | " if schedule.get("any") else " & "
+    return "after " + joiner.join([*schedule.get("after", ()), *schedule.get("assets", ())])
 
 
 def unreadable_summary(name: str, reason: str) -> dict[str, Any]:

@@ -18,9 +18,11 @@ from airflow_mlpipe.spec.loader import FolderResult, load_folder, load_pipeline,
 from airflow_mlpipe.spec.models import (
     NAME_PATTERN,
     TASK_SETTINGS,
+    AssetSchedule,
     Metadata,
     Pipeline,
     PipelineStage,
+    StageApproval,
     StageSettings,
 )
 from airflow_mlpipe.spec.reader import LocatedDict, LocatedList
@@ -34,6 +36,7 @@ __all__ = [
     "RESERVED_STAGE_NAMES",
     "SCHEMA_ID",
     "TASK_SETTINGS",
+    "AssetSchedule",
     "Discovery",
     "FolderResult",
     "LocatedDict",
@@ -46,6 +49,7 @@ __all__ = [
     "Severity",
     "SpecError",
     "SpecFiles",
+    "StageApproval",
     "StageSettings",
     "builtin_component_schemas",
     "discover_specs",

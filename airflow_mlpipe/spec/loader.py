@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from airflow_mlpipe.spec import checks
+from airflow_mlpipe.spec import checks, triggers
 from airflow_mlpipe.spec.discovery import DEFAULT_IGNORE_FILE_SYNTAX, SpecFiles, discover_specs, overlay_path
 from airflow_mlpipe.spec.errors import Location, Problem, SpecError
 from airflow_mlpipe.spec.models import Pipeline
@@ -68,13 +68,15 @@ def load_folder(
 ) -> FolderResult:
     """Load every spec under ``folder``; one broken spec never stops the others.
 
-    ``only`` loads just the spec of that name (what a worker needs to start one task).
+    ``only`` loads just the spec of that name (what a worker needs to start one task); the checks
+    across specs (:mod:`~airflow_mlpipe.spec.triggers`) run only when the whole folder is loaded.
     ``ignore_file_syntax`` is Airflow's ``[core] dag_ignore_file_syntax`` (``glob`` or
     ``regexp``, or a function returning it) for the ``.airflowignore`` files under ``folder``;
     ignored specs are not read.
     """
     environment = _environment(environment)
     result = FolderResult()
+    after: dict[str, list[triggers.AfterReference]] = {}
     found = discover_specs(Path(folder), only=only, ignore_file_syntax=ignore_file_syntax)
     for warning in found.warnings:
         result.warnings.setdefault(warning.location.file if warning.location else "", []).append(warning)
@@ -98,7 +100,7 @@ def load_folder(
             continue
         result.files[name] = candidates[0]
         try:
-            pipeline = _load(candidates[0], environment, component_modules)
+            pipeline, data = _load_located(candidates[0], environment, component_modules)
         except SpecError as exc:
             result.errors[name] = SpecError(earlier + exc.problems, exc.warnings) if earlier else exc
             if exc.warnings:
@@ -108,7 +110,20 @@ def load_folder(
                 result.warnings[name] = list(pipeline.warnings)
             if not earlier:
                 result.pipelines[name] = pipeline
+                if references := triggers.after_references(data):
+                    after[name] = references
+    if only is None and after:
+        _check_after(result, after, known=set(found.specs) | set(found.problems))
     return result
+
+
+def _check_after(
+    result: FolderResult, after: dict[str, list[triggers.AfterReference]], known: set[str]
+) -> None:
+    """Move the pipelines whose ``after`` is wrong from the valid ones to the broken ones."""
+    for name, problems in triggers.check_after(after, known).items():
+        pipeline = result.pipelines.pop(name)
+        result.errors[name] = SpecError(problems, pipeline.warnings)
 
 
 def read_spec(files: SpecFiles, environment: str) -> Any:
@@ -139,9 +154,17 @@ def _environment(environment: str | None) -> str:
 
 
 def _load(files: SpecFiles, environment: str, component_modules: Sequence[str] | None) -> Pipeline:
+    return _load_located(files, environment, component_modules)[0]
+
+
+def _load_located(
+    files: SpecFiles, environment: str, component_modules: Sequence[str] | None
+) -> tuple[Pipeline, Any]:
+    """The pipeline, and the located data it was validated from."""
     data = read_spec(files, environment)
     pipeline = validate_spec(data, files, component_modules)
-    return pipeline.bind(environment, tuple(str(f) for f in files.files_for(environment)), pipeline.warnings)
+    sources = tuple(str(f) for f in files.files_for(environment))
+    return pipeline.bind(environment, sources, pipeline.warnings), data
 
 
 def validate_spec(data: Any, files: SpecFiles, component_modules: Sequence[str] | None = None) -> Pipeline:

@@ -24,7 +24,10 @@ from pydantic import (
     Field,
     PrivateAttr,
     TypeAdapter,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
+    model_validator,
 )
 
 from airflow_mlpipe.spec.errors import Problem
@@ -158,6 +161,74 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_unique(values: list[str]) -> list[str]:
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise ValueError(f"listed more than once: {', '.join(repeated)}")
+    return values
+
+
+def _check_asset_uri(value: str) -> str:
+    # Airflow's own rules for an Asset URI (airflow.sdk.definitions.asset), checked here so that a
+    # bad URI is a located spec error instead of a failed DAG parse.
+    if not value.strip():
+        raise ValueError("an asset URI cannot be empty")
+    if len(value) > 1500:
+        raise ValueError("an asset URI cannot exceed 1500 characters")
+    scheme, separator, rest = value.partition("://")
+    if separator and scheme.lower() == "airflow":
+        raise ValueError("the asset scheme 'airflow' is reserved by Airflow")
+    if separator and ":" in rest.split("/", 1)[0].rpartition("@")[0]:
+        raise ValueError("an asset URI must not contain a password")
+    return value
+
+
+AssetUri = Annotated[
+    str,
+    AfterValidator(_check_asset_uri),
+    Field(description="an Airflow Asset URI, e.g. s3://bucket/path", examples=["s3://bucket/path"]),
+]
+
+
+class AssetSchedule(_Model):
+    """A schedule on data: run when other pipelines succeed, or when Airflow Assets are updated.
+
+    ``after`` names pipelines of the same folder: each pipeline's ``execution_record`` task emits
+    the Asset ``x-mlpipe://pipelines/<name>`` when a run of it succeeds.
+    """
+
+    after: Annotated[list[Name], AfterValidator(_check_unique)] = Field(
+        default_factory=list, description="pipelines whose successful runs start this one"
+    )
+    assets: Annotated[list[AssetUri], AfterValidator(_check_unique)] = Field(
+        default_factory=list, description="Airflow Asset URIs whose updates start this one"
+    )
+    any: bool = Field(
+        False, description="run when any of them is updated; default: once all of them have been"
+    )
+
+    @model_validator(mode="after")
+    def _something_to_wait_for(self) -> AssetSchedule:
+        if not self.after and not self.assets:
+            raise ValueError(
+                "a schedule mapping needs 'after' (pipeline names) or 'assets' (asset URIs), "
+                "e.g. {after: [user_engagement_features]}"
+            )
+        return self
+
+
+def _schedule_value(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A mapping is validated as an AssetSchedule on its own, so that its errors point at its keys
+    # (a plain union would add an error of the string member for every mistake in the mapping).
+    if isinstance(value, dict):
+        return AssetSchedule.model_validate(value)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(
+            "a schedule is a cron string, an Airflow preset, null, or a mapping with 'after' or 'assets'"
+        )
+    return handler(value)
+
+
 class StageSettings(_Model):
     """Task settings a stage may set, and ``defaults`` may set for all stages.
 
@@ -187,7 +258,11 @@ class Metadata(_Model):
     owner: str = Field(min_length=1, description="team or person; shown as the DAG owner")
     description: str = Field("", description="one line on what the pipeline does")
     tags: list[str] = Field(default_factory=list, description="extra tags for the Airflow UI")
-    schedule: Schedule | None = Field(None, description="cron, an Airflow preset, or null for manual runs")
+    schedule: Annotated[Schedule | AssetSchedule | None, WrapValidator(_schedule_value)] = Field(
+        None,
+        description="cron, an Airflow preset, null for manual runs, or {after: [pipelines]} / "
+        "{assets: [URIs], any: false} to run on data",
+    )
     notify_on_failure: list[EmailStr] = Field(
         default_factory=list, description="addresses that get one e-mail per failed run"
     )
@@ -195,6 +270,15 @@ class Metadata(_Model):
         None, description="first date the schedule covers (UTC); defaults to 2024-01-01"
     )
     catchup: bool = Field(False, description="create runs for missed intervals since start_date")
+
+
+class StageApproval(_Model):
+    """A human approval gate before a stage (Airflow's human-in-the-loop ApprovalOperator)."""
+
+    required: bool = Field(True, description="false turns the gate off (e.g. in a dev overlay)")
+    timeout: Duration | None = Field(
+        None, description="how long to wait for an answer, e.g. '3d'; no answer in time rejects"
+    )
 
 
 class PipelineStage(StageSettings):
@@ -213,6 +297,9 @@ class PipelineStage(StageSettings):
         None,
         description="run the stage once per variant of its config (a mapped task each) and pass on "
         "the outputs of the variant with the best value of a metric",
+    )
+    approval: StageApproval | None = Field(
+        None, description="wait for a person to approve the stage before it runs"
     )
 
 
@@ -251,9 +338,9 @@ class Pipeline(_Model):
         """Short hash of the fully resolved spec: same values, same hash, whatever the formatting."""
         data = self.model_dump(mode="json")
         for stage in data["stages"]:
-            for optional in ("overridable", "sweep"):
+            for optional in ("overridable", "sweep", "approval"):
                 if stage[optional] is None:
-                    # Left out, as before the field existed: a spec without it keeps its hash.
+                    # Left out, as before the field existed: a spec that does not use it keeps its hash.
                     del stage[optional]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -9,6 +9,10 @@ restricted users (``auth_fixture/mlpipe_test_auth.py``). Needs no service beside
 The registry is the spec's, through a ``dev`` overlay (a trigger may not change it). A second
 team folder, ``dags/ranking/`` with its own loader file, holds ``ranking_features`` and a
 hostile spec nested 30,000 levels deep (``deep_nesting.yaml``).
+
+``e2e_cluster`` (once per session): the docker-compose topology as processes (api-server,
+scheduler, dag-processor, Celery worker on PostgreSQL and Redis) over ``dags/`` plus the specs of
+``e2e_specs.py``, for ``test_e2e_celery.py`` and ``test_assets_approval.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import pytest
 from airflow_processes import (
     AirflowApi,
     AirflowProcesses,
+    CeleryCluster,
+    celery_cluster,
     clean_environment,
     copy_dags,
     free_port,
@@ -111,6 +117,35 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         yield server
     finally:
         processes.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CeleryCluster]:
+    import e2e_specs
+
+    from airflow_mlpipe.demo_data import generate_user_events
+
+    root = tmp_path_factory.mktemp("e2e")
+    analytics = root / "analytics.db"
+    generate_user_events(analytics, n_users=600, n_items=300, n_events=30_000)
+    specs = {
+        f"recommender_training.{e2e_specs.ENVIRONMENT}.yaml": e2e_specs.OVERLAY.format(
+            registry=root / "registry"
+        ),
+        "failing_pipeline.yaml": e2e_specs.FAILING,
+        "minutely_events.yaml": e2e_specs.MINUTELY,
+        **e2e_specs.SPECS_FOR_ASSETS_AND_APPROVALS,
+    }
+    env = {
+        "AIRFLOW__MLPIPE__ENVIRONMENT": e2e_specs.ENVIRONMENT,
+        "AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics}",
+    }
+    dag_ids = {name.partition(".")[0] for name in specs} | {"recommender_training"}
+    users = {e2e_specs.TRIGGERER: "user"}
+    with celery_cluster(request.config, root, specs, dag_ids, env, users=users) as started:
+        yield started
 
 
 def _add_team_folder(folder: Path) -> None:

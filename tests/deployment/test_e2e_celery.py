@@ -2,7 +2,8 @@
 
 PostgreSQL is the metadata database (a fresh database per run of this module), Redis the Celery
 broker; ``airflow api-server``, ``scheduler``, ``dag-processor`` and ``celery worker`` run as
-processes of this Python environment over a copy of this repo's ``dags/`` with three specs added.
+processes of this Python environment over a copy of this repo's ``dags/`` with the specs of
+``e2e_specs.py`` added (``e2e_cluster`` in ``conftest.py``, one deployment per session).
 Everything goes through the REST API as a client would: trigger, watch, read the execution record
 and the task logs. Failure e-mails reach a real SMTP server on loopback.
 
@@ -14,89 +15,22 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from airflow_processes import AirflowApi, CeleryCluster, celery_cluster, head_commit, wait_until
+from airflow_processes import AirflowApi, CeleryCluster, head_commit, wait_until
+from e2e_specs import ENVIRONMENT, STAGES, TRIGGERER
 
 from airflow_mlpipe.testing.smtp import html_body, text_body
 
 pytestmark = pytest.mark.postgres
 
-ENVIRONMENT = "e2e"
-STAGES = ["extract", "transform_features", "train", "evaluate", "register"]
 
-OVERLAY = """\
-# The deployment tests' environment: manual runs only, so unpausing it starts no scheduled run;
-# the registry in the cluster's folder (a trigger may not change a registry).
-metadata:
-  schedule: null
-stages:
-  - name: register
-    config: {{registry: "file://{registry}"}}
-"""
-#: A user who may trigger DAGs (SimpleAuthManager's "user" role) but, like anyone without write
-#: access to the spec folder, not author them.
-TRIGGERER = "triggerer"
-
-FAILING = """\
-name: failing_pipeline
-version: 1.0.0
-metadata:
-  owner: e2e-team
-  description: Fails on purpose, its query reads a table that does not exist
-  schedule: null
-  notify_on_failure: ["oncall@example.com", "owner@example.com"]
-stages:
-  - name: extract
-    component: data.extract.database
-    config:
-      query: "SELECT * FROM table_that_does_not_exist"
-      conn_id: analytics_db
-    retries: 0
-  - name: features
-    component: features.user_engagement
-    config: {window_days: 7}
-    dependencies: [extract]
-"""
-
-MINUTELY = """\
-name: minutely_events
-version: 1.0.0
-metadata:
-  owner: e2e-team
-  description: A small extract every minute
-  schedule: "* * * * *"
-stages:
-  - name: extract
-    component: data.extract.database
-    config:
-      query: "SELECT user_id, item_id FROM user_events LIMIT 100"
-      conn_id: analytics_db
-    retries: 0
-"""
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CeleryCluster]:
-    from airflow_mlpipe.demo_data import generate_user_events
-
-    root = tmp_path_factory.mktemp("e2e")
-    analytics = root / "analytics.db"
-    generate_user_events(analytics, n_users=600, n_items=300, n_events=30_000)
-    specs = {
-        f"recommender_training.{ENVIRONMENT}.yaml": OVERLAY.format(registry=root / "registry"),
-        "failing_pipeline.yaml": FAILING,
-        "minutely_events.yaml": MINUTELY,
-    }
-    env = {"AIRFLOW__MLPIPE__ENVIRONMENT": ENVIRONMENT, "AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics}"}
-    dag_ids = {"recommender_training", "failing_pipeline", "minutely_events"}
-    with celery_cluster(request.config, root, specs, dag_ids, env, users={TRIGGERER: "user"}) as started:
-        yield started
+@pytest.fixture
+def cluster(e2e_cluster: CeleryCluster) -> CeleryCluster:
+    """The session's Celery deployment (``conftest.py``), shared with ``test_assets_approval.py``."""
+    return e2e_cluster
 
 
 def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCluster):
