@@ -67,17 +67,21 @@ class SplitInteractions:
 
 def read_and_split(
     source_uri: str,
-    weight_column: str,
+    weight_column: str | None,
     test_split: float,
     split_seed: int,
     validation_split: float,
     log: logging.Logger,
 ) -> SplitInteractions:
-    """Read the interactions at ``source_uri``, index users and items, split the pairs three ways."""
+    """Read the interactions at ``source_uri``, index users and items, split the pairs three ways.
+
+    Without a ``weight_column`` every pair weighs 1.
+    """
     from airflow.sdk import ObjectStoragePath
 
+    columns = ["user_id", "item_id", *([weight_column] if weight_column else [])]
     with ObjectStoragePath(source_uri).open("rb") as handle:
-        interactions = pq.read_table(handle, columns=["user_id", "item_id", weight_column])
+        interactions = pq.read_table(handle, columns=columns)
     if interactions.num_rows == 0:
         raise ValueError(f"{source_uri} has no interactions to train on")
 
@@ -85,7 +89,10 @@ def read_and_split(
     item_index, items = index_ids(interactions.column("item_id"), "item_id")
     user_ids = interactions.column("user_id").to_numpy(zero_copy_only=False)
     item_ids = interactions.column("item_id").to_numpy(zero_copy_only=False)
-    weights = interactions.column(weight_column).to_numpy(zero_copy_only=False).astype(np.float64)
+    if weight_column:
+        weights = interactions.column(weight_column).to_numpy(zero_copy_only=False).astype(np.float64)
+    else:
+        weights = np.ones(interactions.num_rows)
 
     test, settings = _split.make_test_split(user_ids, item_ids, test_split, split_seed)
     validation = ~test & _split.held_out(user_ids, item_ids, validation_split, split_seed, _split.VALIDATION_SALT)
