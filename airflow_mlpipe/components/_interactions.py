@@ -95,9 +95,20 @@ def read_and_split(
         weights = np.ones(interactions.num_rows)
 
     test, settings = _split.make_test_split(user_ids, item_ids, test_split, split_seed)
-    validation = ~test & _split.held_out(user_ids, item_ids, validation_split, split_seed, _split.VALIDATION_SALT)
+    validation = ~test & _split.held_out(
+        user_ids, item_ids, validation_split, split_seed, _split.VALIDATION_SALT
+    )
     data = SplitInteractions(
-        source_uri, user_index, item_index, users, items, weights, test, validation, settings, validation_split
+        source_uri,
+        user_index,
+        item_index,
+        users,
+        items,
+        weights,
+        test,
+        validation,
+        settings,
+        validation_split,
     )
     log.info(
         "%d users, %d items, %d pairs: %d to train on, %d for validation, %d held out for evaluation",

@@ -141,7 +141,9 @@ def test_the_memory_check_runs_before_training(interactions_upstream, make_conte
     monkeypatch.setattr(ease, "fit_ease", lambda *args: pytest.fail("fitted although it does not fit"))
     # Without memory_limit_mb the limit is what the worker has available: pretend 100 kB.
     monkeypatch.setattr(ease, "available_memory", lambda: 100_000)
-    with pytest.raises(MemoryError, match=r"120 x 120 item matrix: about 173 kB .* the 100 kB this worker has available"):
+    with pytest.raises(
+        MemoryError, match=r"120 x 120 item matrix: about 173 kB .* the 100 kB this worker has available"
+    ):
         ease.run(ease.Config(l2=1.0), make_context("train", upstream))
 
 

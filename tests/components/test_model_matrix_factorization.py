@@ -141,7 +141,9 @@ def test_defaults_are_the_measured_ones_and_a_single_interaction_outweighs_a_mis
     assert 1 + config.alpha * np.log1p(1.0) > 1
 
 
-def test_confidence_is_one_plus_alpha_times_the_scaled_weight(interactions_upstream, make_context, monkeypatch):
+def test_confidence_is_one_plus_alpha_times_the_scaled_weight(
+    interactions_upstream, make_context, monkeypatch
+):
     upstream = interactions_upstream()
     seen = {}
     original = mf.train_als
@@ -178,7 +180,9 @@ def test_refit_retrains_on_train_and_validation_pairs_for_the_best_epoch_count(
     assert len(fits) == 1
     matrix, epochs = fits[0]
     assert epochs == refit["metrics"]["best_epoch"]
-    train_and_validation = refit["metrics"]["train_interactions"] + refit["metrics"]["validation_interactions"]
+    train_and_validation = (
+        refit["metrics"]["train_interactions"] + refit["metrics"]["validation_interactions"]
+    )
     assert matrix.nnz == train_and_validation
 
     no_refit = mf.run(mf.Config(**config, refit=False), make_context("train", upstream, run_id="plain"))
@@ -202,7 +206,11 @@ def test_reports_val_recall_and_ndcg_at_10_whatever_early_stopping_uses(interact
     with _open(result["artifacts"]["history"]) as handle:
         history = json.load(handle)
     best = history["metrics"][metrics["best_epoch"] - 1]
-    assert best == {"map@5": metrics["val_map@5"], "recall@10": metrics["val_recall@10"], "ndcg@10": metrics["val_ndcg@10"]}
+    assert best == {
+        "map@5": metrics["val_map@5"],
+        "recall@10": metrics["val_recall@10"],
+        "ndcg@10": metrics["val_ndcg@10"],
+    }
     assert 0 < metrics["val_recall@10"] <= 1 and 0 < metrics["val_ndcg@10"] <= 1
 
 

@@ -271,7 +271,9 @@ def test_a_built_in_model_is_registered_with_its_kind_and_manifest(kind, local, 
     manifest = _model_artifact.manifest(kind, f"model.{kind}", arrays, {})
     source = tmp_path / "model.npz"
     source.write_bytes(_model_artifact.dumps(manifest, arrays))
-    upstream = {"evaluate": {"artifacts": {"model": f"file://{source}"}, "metrics": {"all_metrics_passed": 1.0}}}
+    upstream = {
+        "evaluate": {"artifacts": {"model": f"file://{source}"}, "metrics": {"all_metrics_passed": 1.0}}
+    }
 
     result = registry.run(local.config(), make_context("register", upstream))
     metadata = local.hook.read_metadata(MODEL, result["metrics"]["version"])
@@ -284,7 +286,9 @@ def test_an_npz_without_a_manifest_is_registered_as_an_als_model(local, make_con
 
     source = tmp_path / "model.npz"
     np.savez(source, user_factors=np.ones((3, 2)), item_factors=np.ones((4, 2)))
-    upstream = {"evaluate": {"artifacts": {"model": f"file://{source}"}, "metrics": {"all_metrics_passed": 1.0}}}
+    upstream = {
+        "evaluate": {"artifacts": {"model": f"file://{source}"}, "metrics": {"all_metrics_passed": 1.0}}
+    }
     result = registry.run(local.config(), make_context("register", upstream))
     assert local.hook.read_metadata(MODEL, result["metrics"]["version"])["model_kind"] == "als"
 

@@ -66,7 +66,8 @@ class Config(BaseModel):
         json_schema_extra={OVERRIDABLE: True},
     )
     refit: bool = Field(
-        default=True, description="Fit the saved model on training + validation pairs (validated without them)"
+        default=True,
+        description="Fit the saved model on training + validation pairs (validated without them)",
     )
     test_split: float = Field(
         default=0.2,
@@ -93,7 +94,9 @@ class Config(BaseModel):
         description="Memory the item x item matrix may use; default what the worker has available",
     )
     num_threads: int = Field(
-        default=1, gt=0, description="BLAS threads for the inversion; 1 keeps the model bit-for-bit reproducible"
+        default=1,
+        gt=0,
+        description="BLAS threads for the inversion; 1 keeps the model bit-for-bit reproducible",
     )
     input_artifact: str = Field(
         default="interactions", description="Name of the upstream interactions artifact"
@@ -154,11 +157,18 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     validation = data.matrix(data.validation)
     started = time.monotonic()
     weights = fit_ease(train, config.l2, config.num_threads)
-    log.info("Fitted EASE on %d training pairs, %d items, in %.2fs", train.nnz, data.shape[1], time.monotonic() - started)
+    log.info(
+        "Fitted EASE on %d training pairs, %d items, in %.2fs",
+        train.nnz,
+        data.shape[1],
+        time.monotonic() - started,
+    )
 
     users = np.flatnonzero((np.diff(validation.indptr) > 0) & (np.diff(train.indptr) > 0))
     if len(users) > config.validation_max_users:
-        users = np.sort(np.random.default_rng(config.seed).choice(users, config.validation_max_users, replace=False))
+        users = np.sort(
+            np.random.default_rng(config.seed).choice(users, config.validation_max_users, replace=False)
+        )
     values = _ranking.evaluate(
         _ranking.item_item_recommender(weights, train),
         users,

@@ -179,7 +179,7 @@ def requires(config: Config) -> Requires:
 
 
 def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
-    """Fit ALS epoch by epoch on the training pairs, keep the best epoch (refit), save factors and mappings."""
+    """Fit ALS epoch by epoch, keep the best epoch, refit on train + validation, save factors and mappings."""
     import numpy as np
 
     from airflow_mlpipe.components import _interactions, _model_artifact
