@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     import airflow_mlpipe.components._ranking  # noqa: F401
 
     benchlib.load_airflow_plugins()
+    logging.getLogger("bench").setLevel(logging.WARNING)  # the components' progress lines
     info = benchlib.machine()
     benchlib.print_header("Recommenders benchmark", info)
     if args.quick:
