@@ -56,6 +56,8 @@ ALS_GRID = {"factors": [64, 128], "regularization": [20, 30], "alpha": [3, 5]}
 EASE_GRID = {"l2": [100, 200, 300, 500]}
 IMPLICIT_GRID = {"factors": [64, 128], "regularization": [1, 10, 30], "alpha": [1, 5, 20]}
 KNN_GRID = {"neighbours": [10, 25, 50, 100, 200]}
+#: ``--defaults``: the grid the defaults of model.matrix_factorization were chosen from (validation only).
+DEFAULTS_GRID = {"factors": [32, 64, 128], "regularization": [10, 20, 30, 50], "alpha": [1, 3, 5]}
 
 
 def load_ml100k(path: Path) -> Any:
@@ -79,8 +81,8 @@ def load_ml100k(path: Path) -> Any:
     )
     return pa.table(
         {
-            "user_id": table.column("user").cast(pa.string()),
-            "item_id": table.column("item").cast(pa.string()),
+            "user_id": table.column("user").cast(pa.int64()),
+            "item_id": table.column("item").cast(pa.int64()),
             "weight": pa.array(np.ones(table.num_rows)),
         }
     )
@@ -106,8 +108,8 @@ def synthetic(users: int = 300, items: int = 200, per_user: int = 30, seed: int 
     user_ids, item_ids = map(np.array, zip(*sorted(pairs), strict=True))
     return pa.table(
         {
-            "user_id": pa.array(user_ids.astype(str)),
-            "item_id": pa.array(item_ids.astype(str)),
+            "user_id": pa.array(user_ids + 1000),  # ids are not row numbers
+            "item_id": pa.array(item_ids + 5000),
             "weight": pa.array(np.ones(len(user_ids))),
         }
     )
@@ -318,6 +320,34 @@ def contest(
     return rows
 
 
+def defaults_grid(uri: str, work: Path, json_path: str | None, info: Mapping[str, Any], quick: bool) -> int:
+    """The validation metrics of model.matrix_factorization over DEFAULTS_GRID (no test split)."""
+    configs = grid(DEFAULTS_GRID)[:2] if quick else grid(DEFAULTS_GRID)
+    configs.insert(0, {"factors": 64, "regularization": 0.01, "alpha": 1})  # the old defaults' values
+    results = []
+    for config in configs:
+        result = run_component("model.matrix_factorization", config, uri, work)
+        results.append({"config": config, "validation": result["validation"], "seconds": result["seconds"]})
+    results.sort(key=lambda row: -row["validation"][SELECT])
+    print("## model.matrix_factorization on the validation split, best first\n")
+    print(
+        benchlib.table(
+            ["config", "val recall@10", "val ndcg@10", "s"],
+            [
+                [
+                    _describe(row["config"]),
+                    f"{row['validation']['recall@10']:.4f}",
+                    f"{row['validation']['ndcg@10']:.4f}",
+                    f"{row['seconds']:.1f}",
+                ]
+                for row in results
+            ],
+        )
+    )
+    benchlib.save(json_path, "recommenders_defaults", {"machine": info, "rows": results})
+    return 0
+
+
 def _row(
     name: str,
     chosen: str,
@@ -347,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"default {DEFAULT_DATA}")
     parser.add_argument("--rounds", type=int, help="timing rounds per contestant (default 3)")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="instead: model.matrix_factorization over DEFAULTS_GRID, validation metrics only",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
 
@@ -382,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             f"validation, {split.test.nnz} test pairs of {len(split.test_users)} users; "
             f"selected on validation {SELECT}; {rounds} timing round(s)\n"
         )
+        if args.defaults:
+            return defaults_grid(uri, work, args.json, info, quick=args.quick)
         rows = contest(split, uri, work, rounds, args.quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
