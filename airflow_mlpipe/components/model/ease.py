@@ -7,7 +7,7 @@ training pairs. With ``X`` the binary users x items matrix of the training pairs
 
     G = X.T @ X + l2 * I,   P = inverse(G),   B = -P / diag(P) (column by column),   diag(B) = 0
 
-and a user's scores are ``history[user] @ B``. One parameter, ``l2``; no epochs, no seed: the
+and a user's scores are ``history[user] @ B``. One parameter, ``l2``; no epochs, no initialisation: the
 same pairs give the same model. The ``val_*`` metrics (``val_recall@10``, ``val_ndcg@10`` and
 ``val_<validation_metric>``) are those of the model fitted on the training pairs alone; with
 ``refit`` (the default) the saved model is fitted again on training and validation pairs.
