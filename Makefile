@@ -46,6 +46,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/stage_overhead.py --quick
 	$(BIN)/python benchmarks/extract_postgres.py --quick
 	$(BIN)/python benchmarks/train_evaluate.py --quick
+	$(BIN)/python benchmarks/recommenders.py --quick
 	$(BIN)/python benchmarks/stage_cache.py --quick
 
 schema: $(INSTALLED)

@@ -140,6 +140,7 @@ def child_train_component(interactions: str, epochs: int, out_dir: str) -> None:
         regularization=REGULARIZATION,
         epochs=epochs,
         early_stopping_patience=None,
+        refit=False,  # the epochs measured here are the early-stopping loop's (recommenders.py times refits)
         seed=SEED,
         num_threads=1,
     )
@@ -164,24 +165,20 @@ def child_train_component(interactions: str, epochs: int, out_dir: str) -> None:
 def train_matrix(interactions: str) -> Any:
     """The component's training matrix, rebuilt with its own helpers (same pairs, same confidences)."""
     import numpy as np
-    import pyarrow.parquet as pq
 
-    from airflow_mlpipe.components import _split
+    from airflow_mlpipe.components import _interactions
     from airflow_mlpipe.components.model import matrix_factorization as mf
 
     config = mf.Config()
-    table = pq.read_table(interactions.removeprefix("file://"), columns=["user_id", "item_id", "weight"])
-    user_index, users = mf._index(table.column("user_id"), "user_id")
-    item_index, items = mf._index(table.column("item_id"), "item_id")
-    user_ids = table.column("user_id").to_numpy()
-    item_ids = table.column("item_id").to_numpy()
-    test, _ = _split.make_test_split(user_ids, item_ids, config.test_split, config.split_seed)
-    validation = ~test & _split.held_out(
-        user_ids, item_ids, config.validation_split, config.split_seed, _split.VALIDATION_SALT
+    data = _interactions.read_and_split(
+        interactions,
+        "weight",
+        config.test_split,
+        config.split_seed,
+        config.validation_split,
+        logging.getLogger("bench"),
     )
-    train = ~test & ~validation
-    confidence = config.alpha * np.log1p(table.column("weight").to_numpy())
-    return mf._csr(users[train], items[train], confidence[train], (len(user_index), len(item_index)))
+    return data.matrix(data.train, 1.0 + config.alpha * np.log1p(data.weights))
 
 
 def child_train_direct(interactions: str, epochs: int) -> None:

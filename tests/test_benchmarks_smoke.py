@@ -23,6 +23,7 @@ SCRIPTS = [
     ("profile_stage.py", ["--quick", "mlpipe_noop"], "# Phases of mlpipe_noop"),
     ("extract_postgres.py", ["--quick"], "## Throughput"),
     ("train_evaluate.py", ["--quick"], "## Training on"),
+    ("recommenders.py", ["--quick"], "## Test split"),
     ("validate_spec.py", ["--quick"], "valid spec (dev)"),
     ("stage_cache.py", ["--quick"], "## Reference pipeline: second run"),
 ]

@@ -134,6 +134,7 @@ def test_components_lists_the_builtins(capsys):
         "data.extract.database",
         "evaluation.recommender",
         "features.user_engagement",
+        "model.ease",
         "model.matrix_factorization",
         "registry.register_model",
     ]

@@ -182,6 +182,19 @@ def factor_recommender(user_factors: np.ndarray, item_factors: np.ndarray) -> Re
     return recommend
 
 
+def item_item_recommender(item_weights: np.ndarray, history: sp.csr_matrix) -> Recommender:
+    """Recommend by ``history[user] @ item_weights`` (EASE): the user's items vote for similar items.
+
+    ``history`` holds every user's binary interaction row; ``item_weights`` is items x items.
+    """
+
+    def recommend(batch: np.ndarray, seen_batch: sp.csr_matrix, k: int) -> np.ndarray:
+        scores = np.asarray(history[batch] @ item_weights, dtype=np.float32)
+        return top_k_unseen(scores, seen_batch, k)
+
+    return recommend
+
+
 def popularity_recommender(popularity: np.ndarray) -> Recommender:
     """Recommend the most popular unseen items (the baseline every model should beat)."""
 

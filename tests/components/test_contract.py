@@ -15,6 +15,7 @@ COMPONENTS = [
     "data.extract.database",
     "features.user_engagement",
     "model.matrix_factorization",
+    "model.ease",
     "evaluation.recommender",
     "registry.register_model",
 ]
@@ -59,6 +60,7 @@ OVERRIDABLE = {
     "data.extract.database": {"batch_size"},
     "features.user_engagement": {"window_days"},
     "model.matrix_factorization": {"epochs", "factors", "regularization", "alpha"},
+    "model.ease": {"l2"},
     "evaluation.recommender": {"metrics"},
     "registry.register_model": set(),
 }

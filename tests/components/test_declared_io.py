@@ -181,6 +181,23 @@ def test_training_returns_what_it_declares_for_its_validation_metric(
     )
 
 
+def test_ease_returns_what_it_declares_and_evaluation_accepts_it(tmp_path, interactions_uri):
+    config = {"l2": 5.0, "validation_metric": "map@5"}
+    inputs = {"features": {"artifacts": {"interactions": interactions_uri}}}
+
+    outputs = run_component("model.ease", config, inputs=inputs, artifact_dir=tmp_path / "train")
+
+    _assert_returns_exactly_what_it_declares("model.ease", config, outputs)
+    assert {"val_recall@10", "val_ndcg@10", "val_map@5"} <= set(outputs.metrics)
+    _assert_each_required_artifact_is_checked_first(
+        "model.ease", config, "features", {"interactions": interactions_uri}
+    )
+    evaluated = run_component(
+        "evaluation.recommender", {}, inputs={"train": outputs}, artifact_dir=tmp_path / "evaluate"
+    )
+    _assert_returns_exactly_what_it_declares("evaluation.recommender", {}, evaluated)
+
+
 def test_training_reads_the_configured_input_artifact(tmp_path, interactions_uri):
     config = {**TRAIN, "input_artifact": "pairs"}
     outputs = run_component(

@@ -30,7 +30,7 @@ REFERENCE = {
         "parameters": {"cutoff": "2024-03-02"},  # {{ macros.ds_add(ds, -90) }}
     },
     "transform_features": {"window_days": 30, "aggregation": ["mean", "std", "count"]},
-    "train": {"factors": 64, "regularization": 0.01, "epochs": 50, "early_stopping_patience": 5},
+    "train": {"factors": 64, "regularization": 20, "alpha": 3, "epochs": 50, "early_stopping_patience": 5},
     "evaluate": {
         "metrics": ["recall@10", "ndcg@10", "coverage"],
         "test_split": 0.2,

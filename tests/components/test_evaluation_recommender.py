@@ -301,3 +301,39 @@ def test_config_checks_metric_names_and_thresholds():
     with pytest.raises(ValidationError, match="not computed: map@10"):
         recommender.Config(metrics=["recall@10"], thresholds={"map@10": 0.1})
     assert recommender.Config(metrics=["map@7", "coverage@20", "hit_rate@1"]).metrics[1] == "coverage@20"
+
+
+# -- model kinds -------------------------------------------------------------------------------
+
+
+def test_an_als_artifact_from_before_the_manifest_still_evaluates_the_same(trained, make_context, tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_mlpipe.components import _model_artifact
+
+    model = _model_artifact.loads(ObjectStoragePath(trained["artifacts"]["model"]).read_bytes())
+    old = tmp_path / "old-model.npz"
+    np.savez(old, **model.arrays)  # what training wrote before: the factors only
+    legacy = {"artifacts": {**trained["artifacts"], "model": f"file://{old}"}, "metrics": {}}
+    config = recommender.Config(metrics=["recall@10", "ndcg@10"])
+    now = recommender.run(config, make_context("evaluate", {"train": trained}, run_id="now"))
+    before = recommender.run(config, make_context("evaluate", {"train": legacy}, run_id="before"))
+    assert before["metrics"] == now["metrics"]
+
+
+def test_a_model_of_unknown_kind_is_refused_with_its_uri(trained, make_context, tmp_path):
+    from airflow_mlpipe.components import _model_artifact
+
+    weird = tmp_path / "weird.npz"
+    weird.write_bytes(_model_artifact.dumps({"kind": "neural"}, {"weights": np.zeros(3)}))
+    upstream = {"artifacts": {**trained["artifacts"], "model": f"file://{weird}"}, "metrics": {}}
+    with pytest.raises(ValueError, match=r"weird\.npz is a model of unknown kind 'neural'"):
+        recommender.run(recommender.Config(), make_context("evaluate", {"train": upstream}))
+
+
+def test_item_item_recommender_scores_the_history_times_the_weights():
+    weights = np.array([[0, 1, 0.5], [0.2, 0, 0.1], [0.9, 0.3, 0]], dtype=np.float32)
+    history = _csr([{0}, {1, 2}], 3)
+    top = _ranking.item_item_recommender(weights, history)(np.array([0, 1]), history, 2)
+    # user 0: scores [0, 1, 0.5], item 0 seen -> 1, 2; user 1: [1.1, 0.3, 0.1], 1 and 2 seen -> 0
+    assert top.tolist() == [[1, 2], [0, -1]]

@@ -132,3 +132,106 @@ def test_config_validates_the_validation_metric():
         mf.Config(validation_metric="recall")
     with pytest.raises(ValidationError, match="coverage does not measure accuracy"):
         mf.Config(validation_metric="coverage")
+
+
+def test_defaults_are_the_measured_ones_and_a_single_interaction_outweighs_a_missing_one():
+    config = mf.Config()
+    assert (config.factors, config.regularization, config.alpha, config.refit) == (64, 20.0, 3.0, True)
+    # implicit weighs every unobserved entry 1: one interaction of weight 1 must count for more.
+    assert 1 + config.alpha * np.log1p(1.0) > 1
+
+
+def test_confidence_is_one_plus_alpha_times_the_scaled_weight(
+    interactions_upstream, make_context, monkeypatch
+):
+    upstream = interactions_upstream()
+    seen = {}
+    original = mf.train_als
+
+    def spy(config, train_matrix, validation_matrix, log):
+        seen["train"] = train_matrix.copy()
+        return original(config, train_matrix, validation_matrix, log)
+
+    monkeypatch.setattr(mf, "train_als", spy)
+    with _open(upstream["features"]["artifacts"]["interactions"]) as handle:
+        weights = set(pq.read_table(handle).column("weight").to_pylist())
+    mf.run(mf.Config(**SMALL, alpha=2.0), make_context("train", upstream, run_id="log"))
+    expected = {np.float32(1 + 2.0 * np.log1p(w)) for w in weights}
+    assert set(np.unique(seen["train"].data)) <= expected
+
+    mf.run(mf.Config(**SMALL, alpha=2.0, confidence="linear"), make_context("train", upstream, run_id="lin"))
+    assert set(np.unique(seen["train"].data)) <= {np.float32(1 + 2.0 * w) for w in weights}
+
+
+def test_refit_retrains_on_train_and_validation_pairs_for_the_best_epoch_count(
+    interactions_upstream, make_context, monkeypatch
+):
+    upstream = interactions_upstream()
+    config = {"factors": 16, "regularization": 5.0, "epochs": 30, "early_stopping_patience": 3, "seed": 2}
+    fits = []
+    original = mf.fit_als
+
+    def spy(config, matrix, epochs):
+        fits.append((matrix.copy(), epochs))
+        return original(config, matrix, epochs)
+
+    monkeypatch.setattr(mf, "fit_als", spy)
+    refit = mf.run(mf.Config(**config), make_context("train", upstream, run_id="refit"))
+    assert len(fits) == 1
+    matrix, epochs = fits[0]
+    assert epochs == refit["metrics"]["best_epoch"]
+    train_and_validation = (
+        refit["metrics"]["train_interactions"] + refit["metrics"]["validation_interactions"]
+    )
+    assert matrix.nnz == train_and_validation
+
+    no_refit = mf.run(mf.Config(**config, refit=False), make_context("train", upstream, run_id="plain"))
+    assert len(fits) == 1  # no refit without refit
+    # The early-stopping run is the same, so are the validation metrics; the models differ.
+    assert refit["metrics"] == no_refit["metrics"]
+    assert not np.array_equal(_factors(refit)[1], _factors(no_refit)[1])
+    # The refit is the training of best_epoch epochs on train + validation, from the seed.
+    expected = original(mf.Config(**config), matrix, epochs)
+    for saved, again in zip(_factors(refit), expected, strict=True):
+        assert np.array_equal(saved, again)
+
+
+def test_reports_val_recall_and_ndcg_at_10_whatever_early_stopping_uses(interactions_upstream, make_context):
+    upstream = interactions_upstream()
+    config = mf.Config(**SMALL, validation_metric="map@5")
+    result = mf.run(config, make_context("train", upstream))
+    metrics = result["metrics"]
+    assert {"val_map@5", "val_recall@10", "val_ndcg@10"} <= set(metrics)
+    assert set(mf.produces(config).metrics) == set(metrics)
+    with _open(result["artifacts"]["history"]) as handle:
+        history = json.load(handle)
+    best = history["metrics"][metrics["best_epoch"] - 1]
+    assert best == {
+        "map@5": metrics["val_map@5"],
+        "recall@10": metrics["val_recall@10"],
+        "ndcg@10": metrics["val_ndcg@10"],
+    }
+    assert 0 < metrics["val_recall@10"] <= 1 and 0 < metrics["val_ndcg@10"] <= 1
+
+
+def test_the_model_artifact_says_it_is_an_als_model_and_its_bytes_are_reproducible(
+    interactions_upstream, make_context
+):
+    from airflow_mlpipe.components import _model_artifact
+
+    upstream = interactions_upstream()
+    first = mf.run(mf.Config(**SMALL), make_context("train", upstream, run_id="a"))
+    second = mf.run(mf.Config(**SMALL), make_context("train", upstream, run_id="b"))
+    with _open(first["artifacts"]["model"]) as handle:
+        data = handle.read()
+    with _open(second["artifacts"]["model"]) as handle:
+        assert handle.read() == data  # same training, same bytes: digests match across runs
+    model = _model_artifact.loads(data)
+    assert model.kind == "als"
+    assert model.manifest["component"] == "model.matrix_factorization"
+    assert model.manifest["scoring"] == "user_factors[user] @ item_factors.T"
+    assert model.manifest["arrays"] == {
+        "user_factors": list(model.arrays["user_factors"].shape),
+        "item_factors": list(model.arrays["item_factors"].shape),
+    }
+    assert model.manifest["hyperparameters"]["factors"] == 16

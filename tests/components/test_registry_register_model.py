@@ -252,3 +252,47 @@ def test_config_validation():
         registry.Config(registry="s3://models/acme/", model_name="../escape")
     with pytest.raises(ValidationError):
         registry.Config(registry="s3://models/acme/", promote_if="sometimes")
+
+
+# -- model kinds -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["als", "ease"])
+def test_a_built_in_model_is_registered_with_its_kind_and_manifest(kind, local, make_context, tmp_path):
+    import numpy as np
+
+    from airflow_mlpipe.components import _model_artifact
+
+    arrays = (
+        {"user_factors": np.ones((3, 2)), "item_factors": np.ones((4, 2))}
+        if kind == "als"
+        else {"item_weights": np.zeros((4, 4))}
+    )
+    manifest = _model_artifact.manifest(kind, f"model.{kind}", arrays, {})
+    source = tmp_path / "model.npz"
+    source.write_bytes(_model_artifact.dumps(manifest, arrays))
+    upstream = {
+        "evaluate": {"artifacts": {"model": f"file://{source}"}, "metrics": {"all_metrics_passed": 1.0}}
+    }
+
+    result = registry.run(local.config(), make_context("register", upstream))
+    metadata = local.hook.read_metadata(MODEL, result["metrics"]["version"])
+    assert metadata["model_kind"] == kind
+    assert metadata["model_manifest"] == manifest
+
+
+def test_an_npz_without_a_manifest_is_registered_as_an_als_model(local, make_context, tmp_path):
+    import numpy as np
+
+    source = tmp_path / "model.npz"
+    np.savez(source, user_factors=np.ones((3, 2)), item_factors=np.ones((4, 2)))
+    upstream = {
+        "evaluate": {"artifacts": {"model": f"file://{source}"}, "metrics": {"all_metrics_passed": 1.0}}
+    }
+    result = registry.run(local.config(), make_context("register", upstream))
+    assert local.hook.read_metadata(MODEL, result["metrics"]["version"])["model_kind"] == "als"
+
+
+def test_another_kind_of_model_file_is_registered_without_a_kind(local, make_context, evaluated):
+    result = registry.run(local.config(), make_context("register", evaluated()))
+    assert "model_kind" not in local.hook.read_metadata(MODEL, result["metrics"]["version"])

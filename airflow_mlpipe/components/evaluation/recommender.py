@@ -1,6 +1,9 @@
 """Offline evaluation of a recommender on the interactions held out of its training.
 
-The upstream stage is ``model.matrix_factorization``. Its ``split`` artifact records how it held
+The upstream stage is a built-in model, ``model.matrix_factorization`` or ``model.ease``: its
+``model`` artifact says what kind of model it is and how to score it (``manifest.json``, see
+``components/_model_artifact.py``; an artifact from before the manifest is an ALS model). Its
+``split`` artifact records how it held
 out test pairs (``test_split``, ``split_seed``, the hashing algorithm and a fingerprint of the
 held-out pairs). This stage rebuilds the hold-out from the same ``interactions`` with the same
 deterministic hash, checks it agrees with that record, and refuses to run on any disagreement:
@@ -126,7 +129,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     """Rebuild and check the hold-out, score model and baseline, apply thresholds, write the report."""
     import numpy as np
 
-    from airflow_mlpipe.components import _ranking, _split
+    from airflow_mlpipe.components import _model_artifact, _ranking, _split
 
     log = context.log
     artifacts = context.input().artifacts
@@ -153,10 +156,13 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     item_index = _read_parquet(artifacts["item_index"], ["item_id", "index"])
     users = _lookup(interactions.column("user_id"), user_index, "user_id")
     items = _lookup(interactions.column("item_id"), item_index, "item_id")
-    with _open(artifacts["model"]) as handle, np.load(handle) as model:
-        user_factors = model["user_factors"]
-        item_factors = model["item_factors"]
-    shape = (user_factors.shape[0], item_factors.shape[0])
+    model = _model_artifact.loads(_read_bytes(artifacts["model"]), artifacts["model"])
+    shape = (user_index.num_rows, item_index.num_rows)
+    if model.n_items != shape[1]:
+        raise ValueError(
+            f"the model scores {model.n_items} items but its item_index has {shape[1]}: "
+            "the model and index artifacts come from different training runs"
+        )
     known = _binary_csr(users[~test], items[~test], shape)
     held_out = _binary_csr(users[test], items[test], shape)
 
@@ -170,7 +176,9 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     if len(evaluated) == 0:
         raise ValueError("no user has both held-out and known interactions: nothing to evaluate on")
     log.info(
-        "Evaluating %s on %d held-out interactions of %d users (%d cold-start users skipped), %d items",
+        "Evaluating the %s model on %s: %d held-out interactions of %d users (%d cold-start users "
+        "skipped), %d items",
+        model.kind,
         ", ".join(config.metrics),
         int(test.sum()),
         len(evaluated),
@@ -181,7 +189,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     batch_users = _ranking.batch_size_for(shape[1])
     started = time.monotonic()
     results = _ranking.evaluate(
-        _ranking.factor_recommender(user_factors, item_factors),
+        model.recommender(known),
         evaluated,
         known,
         held_out,
@@ -241,6 +249,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
         "cold_start_users": cold_start,
         "test_interactions": int(test.sum()),
         "split": recorded.to_json(),
+        "model_kind": model.kind,
     }
     report_path = context.artifact_dir / "report.json"
     report_path.write_text(json.dumps(report, indent=2, default=_json_number))

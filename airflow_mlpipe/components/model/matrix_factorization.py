@@ -11,16 +11,33 @@ per user-item pair with a ``weight``) and splits its pairs three ways, determini
   the validation metric (``validation_metric``, e.g. ``recall@10``) is computed on them, and
   training stops once it has not improved for ``early_stopping_patience`` epochs. The factors of
   the best epoch are kept.
-* the rest is the training matrix, with confidence ``alpha * log1p(weight)`` (or
-  ``alpha * weight`` with ``confidence: linear``).
+* the rest is the training matrix, with confidence ``1 + alpha * log1p(weight)`` (or
+  ``1 + alpha * weight`` with ``confidence: linear``). ``implicit`` gives every unobserved entry
+  weight 1, so the 1 makes a single interaction count more than a missing one whatever ``alpha``.
+
+With ``refit`` (the default), once early stopping has found the best epoch count the model is
+trained again from the same seed on the training and validation pairs together, for that many
+epochs: the validation pairs are a tenth of the data, and a final model should learn from them.
+The reported ``val_*`` metrics are those of the early-stopping run at its best epoch (the refit
+model has seen the validation pairs, so it cannot be validated on them); ``val_recall@10`` and
+``val_ndcg@10`` are always reported, whatever ``validation_metric`` early stopping uses, so a
+sweep can select on them.
+
+The defaults (``factors`` 64, ``regularization`` 20, ``alpha`` 3) come from a grid measured on the
+validation split of the 100k-rating movie benchmark (BENCHMARKS.md, section 6): ``implicit`` does
+not scale the regularisation by the number of interactions, so values around 20 to 30 suit data
+of that size (0.01, the old default, overfits after a few epochs); scale it with the number of
+interactions per user or item on much larger data, or sweep it.
 
 Training is deterministic for a given ``seed``: one thread, BLAS limited to one thread, and
 factors initialised from the seed.
 
-Artifacts: ``model`` (``model.npz`` with ``user_factors`` and ``item_factors``), ``user_index``
+Artifacts: ``model`` (``model.npz`` with ``user_factors`` and ``item_factors`` and a
+``manifest.json`` saying it is an ``als`` model, see ``components/_model_artifact.py``), ``user_index``
 and ``item_index`` (Parquet: id -> row of the factor matrix), ``split`` (JSON), ``history``
 (JSON: the validation metric per epoch) and ``interactions`` (the input, passed on for
-evaluation). Metrics: ``epochs_run``, ``best_epoch``, ``val_<metric>``, ``users``, ``items``,
+evaluation). Metrics: ``epochs_run``, ``best_epoch``, ``val_<metric>`` (with ``val_recall@10`` and
+``val_ndcg@10``), ``users``, ``items``,
 ``train_interactions``, ``validation_interactions``, ``test_interactions``. Reads the upstream
 artifact named ``input_artifact``. Needs the ``recommender`` extra (numpy, scipy, implicit,
 threadpoolctl). Overridable at trigger time: ``epochs``, ``factors``, ``regularization``, ``alpha``.
@@ -40,7 +57,6 @@ from airflow_mlpipe.contract import OVERRIDABLE, Extra, Produces, Requires
 
 if TYPE_CHECKING:
     import numpy as np
-    import pyarrow as pa
     import scipy.sparse as sp
 
     from airflow_mlpipe.contract import ComponentContext
@@ -60,9 +76,9 @@ class Config(BaseModel):
         json_schema_extra={OVERRIDABLE: True},
     )
     regularization: float = Field(
-        default=0.01,
+        default=20.0,
         ge=0,
-        description="L2 regularisation of the factors",
+        description="L2 regularisation of the factors (not scaled by the number of interactions)",
         json_schema_extra={OVERRIDABLE: True},
     )
     epochs: int = Field(
@@ -80,14 +96,18 @@ class Config(BaseModel):
         default=0.0, ge=0, description="Smallest increase of the validation metric that counts as improvement"
     )
     alpha: float = Field(
-        default=1.0,
+        default=3.0,
         gt=0,
-        description="Confidence scale of observed interactions",
+        description="Confidence scale of observed interactions: confidence is 1 + alpha * f(weight)",
         json_schema_extra={OVERRIDABLE: True},
     )
     confidence: Literal["log", "linear"] = Field(
         default="log",
-        description="Confidence from weight: alpha * log1p(weight) (log) or alpha * weight (linear)",
+        description="Confidence from weight: 1 + alpha * log1p(weight) (log) or 1 + alpha * weight (linear)",
+    )
+    refit: bool = Field(
+        default=True,
+        description="After early stopping, retrain on training + validation pairs for the best epoch count",
     )
     seed: int = Field(default=42, description="Seed of the factor initialisation and validation sampling")
     test_split: float = Field(
@@ -129,6 +149,13 @@ extra = Extra("recommender", modules=("numpy", "scipy", "implicit", "threadpoolc
 
 #: Artifacts ``run`` always returns (``interactions`` is the input, passed on for evaluation).
 ARTIFACTS = ("model", "user_index", "item_index", "split", "history", "interactions")
+#: Validation metrics reported whatever ``validation_metric`` is: what a sweep selects on.
+SWEEP_METRICS = ("recall@10", "ndcg@10")
+
+
+def validation_metrics(config: Config) -> list[str]:
+    """The metrics computed on the validation pairs: early stopping's first, then the sweep's."""
+    return list(dict.fromkeys((config.validation_metric, *SWEEP_METRICS)))
 
 
 def produces(config: Config) -> Produces:
@@ -137,7 +164,7 @@ def produces(config: Config) -> Produces:
         metrics=(
             "epochs_run",
             "best_epoch",
-            f"val_{config.validation_metric}",
+            *(f"val_{name}" for name in validation_metrics(config)),
             "users",
             "items",
             "train_interactions",
@@ -152,103 +179,81 @@ def requires(config: Config) -> Requires:
 
 
 def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
-    """Fit ALS epoch by epoch on the training pairs, keep the best epoch, save factors and mappings."""
+    """Fit ALS epoch by epoch, keep the best epoch, refit on train + validation, save factors and mappings."""
     import numpy as np
-    import pyarrow.parquet as pq
-    from airflow.sdk import ObjectStoragePath
 
-    from airflow_mlpipe.components import _split
+    from airflow_mlpipe.components import _interactions, _model_artifact
 
     log = context.log
     source_uri = context.input().artifacts[config.input_artifact]
-    with ObjectStoragePath(source_uri).open("rb") as handle:
-        interactions = pq.read_table(handle, columns=["user_id", "item_id", config.weight_column])
-    if interactions.num_rows == 0:
-        raise ValueError(f"{source_uri} has no interactions to train on")
-
-    user_index, users = _index(interactions.column("user_id"), "user_id")
-    item_index, items = _index(interactions.column("item_id"), "item_id")
-    user_ids = interactions.column("user_id").to_numpy(zero_copy_only=False)
-    item_ids = interactions.column("item_id").to_numpy(zero_copy_only=False)
-    weights = interactions.column(config.weight_column).to_numpy(zero_copy_only=False).astype(np.float64)
-
-    test, split_settings = _split.make_test_split(user_ids, item_ids, config.test_split, config.split_seed)
-    validation = ~test & _split.held_out(
-        user_ids, item_ids, config.validation_split, config.split_seed, _split.VALIDATION_SALT
+    data = _interactions.read_and_split(
+        source_uri, config.weight_column, config.test_split, config.split_seed, config.validation_split, log
     )
-    train = ~test & ~validation
-    log.info(
-        "%d users, %d items, %d pairs: %d to train on, %d for validation, %d held out for evaluation",
-        len(user_index),
-        len(item_index),
-        len(test),
-        int(train.sum()),
-        int(validation.sum()),
-        int(test.sum()),
-    )
-    confidence = np.log1p(weights) if config.confidence == "log" else weights
-    shape = (len(user_index), len(item_index))
-    train_matrix = _csr(users[train], items[train], config.alpha * confidence[train], shape)
-    validation_matrix = _csr(users[validation], items[validation], np.ones(int(validation.sum())), shape)
+    weights = data.weights
+    confidence = 1.0 + config.alpha * (np.log1p(weights) if config.confidence == "log" else weights)
+    train_matrix = data.matrix(data.train, confidence)
+    validation_matrix = data.matrix(data.validation)
 
     user_factors, item_factors, history, best_epoch = train_als(config, train_matrix, validation_matrix, log)
+    best_values = history[best_epoch - 1]
+    if config.refit:
+        known = ~data.test
+        log.info("Refitting on %d training + validation pairs for %d epochs", int(known.sum()), best_epoch)
+        user_factors, item_factors = fit_als(config, data.matrix(known, confidence), best_epoch)
 
+    arrays = {"user_factors": user_factors, "item_factors": item_factors}
+    hyperparameters = config.model_dump(include={"factors", "regularization", "alpha", "confidence", "refit"})
+    manifest = _model_artifact.manifest(
+        "als", "model.matrix_factorization", arrays, {**hyperparameters, "epochs": best_epoch}
+    )
     model_path = context.artifact_dir / "model.npz"
-    with model_path.open("wb") as sink:
-        np.savez(sink, user_factors=user_factors, item_factors=item_factors)
-    user_index_path = context.artifact_dir / "user_index.parquet"
-    item_index_path = context.artifact_dir / "item_index.parquet"
-    with user_index_path.open("wb") as sink:
-        pq.write_table(user_index, sink)
-    with item_index_path.open("wb") as sink:
-        pq.write_table(item_index, sink)
-    split_path = context.artifact_dir / "split.json"
-    # No URIs in it: the same training gives the same bytes, whichever run wrote them.
-    split_record = {**split_settings.to_json(), "validation_split": config.validation_split}
-    split_path.write_text(json.dumps(split_record, indent=2))
+    model_path.write_bytes(_model_artifact.dumps(manifest, arrays))
+    written = _interactions.write_index_and_split(data, context.artifact_dir)
     history_path = context.artifact_dir / "history.json"
     history_path.write_text(
         json.dumps(
-            {"metric": config.validation_metric, "best_epoch": best_epoch, "values": history}, indent=2
+            {
+                "metric": config.validation_metric,
+                "best_epoch": best_epoch,
+                "values": [epoch[config.validation_metric] for epoch in history],
+                "metrics": history,
+                "refit": config.refit,
+            },
+            indent=2,
         )
     )
 
-    best_value = history[best_epoch - 1] if best_epoch else float("nan")
     log.info(
-        "Kept the factors of epoch %d of %d: validation %s = %.4f",
+        "Best epoch %d of %d: validation %s = %.4f%s",
         best_epoch,
         len(history),
         config.validation_metric,
-        best_value,
+        best_values[config.validation_metric],
+        "; the model is the refit on training + validation pairs" if config.refit else "",
     )
     return {
         "artifacts": {
             "model": str(model_path),
-            "user_index": str(user_index_path),
-            "item_index": str(item_index_path),
-            "split": str(split_path),
+            **written,
             "history": str(history_path),
             "interactions": source_uri,
         },
         "metrics": {
             "epochs_run": len(history),
             "best_epoch": best_epoch,
-            f"val_{config.validation_metric}": best_value,
-            "users": shape[0],
-            "items": shape[1],
-            "train_interactions": int(train.sum()),
-            "validation_interactions": int(validation.sum()),
-            "test_interactions": int(test.sum()),
+            **{f"val_{name}": value for name, value in best_values.items()},
+            **data.counts(),
         },
     }
 
 
 def train_als(
     config: Config, train_matrix: sp.csr_matrix, validation_matrix: sp.csr_matrix, log: Any
-) -> tuple[np.ndarray, np.ndarray, list[float], int]:
-    """Fit one ALS epoch at a time; return the best epoch's factors, the metric history and that epoch."""
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]], int]:
+    """Fit one ALS epoch at a time; return the best epoch's factors, the validation metrics of every
+    epoch (:func:`validation_metrics`) and the best epoch (by ``validation_metric``)."""
+    import implicit.cpu.als  # noqa: F401  (before the BLAS limit: the import loads a BLAS it must cover)
     import numpy as np
-    from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
     from airflow_mlpipe.components import _ranking
@@ -260,33 +265,28 @@ def train_als(
         )
         validation_users = np.sort(sample)
     batch_users = _ranking.batch_size_for(train_matrix.shape[1])
+    metrics = validation_metrics(config)
 
-    history: list[float] = []
+    history: list[dict[str, float]] = []
     best_value, best_epoch = -np.inf, 0
     best_factors: tuple[np.ndarray, np.ndarray] | None = None
     # implicit's own threads do the work; a multi-threaded BLAS underneath only adds contention
     # (implicit warns about it) and makes results depend on scheduling.
     with threadpool_limits(limits=1, user_api="blas"):
-        model = AlternatingLeastSquares(
-            factors=config.factors,
-            regularization=config.regularization,
-            alpha=1.0,  # confidences are scaled above, where log or linear scaling is chosen
-            iterations=1,
-            num_threads=config.num_threads,
-            random_state=config.seed,
-        )
+        model = _als(config)
         for epoch in range(1, config.epochs + 1):
             started = time.monotonic()
             model.fit(train_matrix, show_progress=False)  # continues from the current factors
-            value = _ranking.evaluate(
+            values = _ranking.evaluate(
                 _ranking.factor_recommender(model.user_factors, model.item_factors),
                 validation_users,
                 train_matrix,
                 validation_matrix,
-                [config.validation_metric],
+                metrics,
                 batch_users=batch_users,
-            )[config.validation_metric]
-            history.append(float(value))
+            )
+            history.append({name: float(value) for name, value in values.items()})
+            value = values[config.validation_metric]
             if value > best_value + config.min_improvement or best_factors is None:
                 best_value, best_epoch = value, epoch
                 best_factors = (model.user_factors.copy(), model.item_factors.copy())
@@ -308,21 +308,26 @@ def train_als(
     return best_factors[0], best_factors[1], history, best_epoch
 
 
-def _index(ids: pa.ChunkedArray, id_column: str) -> tuple[pa.Table, np.ndarray]:
-    """Sorted distinct ids as an ``(<id_column>, index)`` table, and each input row's index."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def fit_als(config: Config, matrix: sp.csr_matrix, epochs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fit ALS from the seed for ``epochs`` epochs, as :func:`train_als` does, without validating."""
+    import implicit.cpu.als  # noqa: F401  (before the BLAS limit, as in train_als)
+    from threadpoolctl import threadpool_limits
 
-    distinct = pc.unique(ids).sort()
-    positions = pc.index_in(ids, value_set=distinct).to_numpy().astype(np.int64)
-    table = pa.table({id_column: distinct, "index": pa.array(np.arange(len(distinct), dtype=np.int64))})
-    return table, positions
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = _als(config)
+        for _ in range(epochs):  # epoch by epoch, exactly as train_als: the same epochs, the same factors
+            model.fit(matrix, show_progress=False)
+    return model.user_factors, model.item_factors
 
 
-def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    import numpy as np
-    import scipy.sparse as sp
+def _als(config: Config) -> Any:
+    from implicit.cpu.als import AlternatingLeastSquares
 
-    # Duplicate pairs (if the input had any) are summed by the conversion.
-    return sp.coo_matrix((values.astype(np.float32), (rows, cols)), shape=shape).tocsr()
+    return AlternatingLeastSquares(
+        factors=config.factors,
+        regularization=config.regularization,
+        alpha=1.0,  # confidences are computed in run, where log or linear scaling is chosen
+        iterations=1,
+        num_threads=config.num_threads,
+        random_state=config.seed,
+    )

@@ -14,6 +14,11 @@ when they are promoted is the spec author's decision.
 
 Artifacts: ``version`` (URI of the version folder). Metrics: ``version``, ``promoted``,
 ``reused`` (1.0 when a retry found this run's version already registered).
+
+When the upstream ``model`` artifact is a built-in model (``components/_model_artifact.py``), the
+version's metadata says which kind it is and how to score it: ``model_kind`` (``als`` or
+``ease``) and ``model_manifest`` (the artifact's manifest; an artifact from before manifests is
+an ``als`` model). Other artifacts are registered as they are, without these fields.
 """
 
 from __future__ import annotations
@@ -134,7 +139,8 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
         log.info("Run %s already registered version %d; not creating another", context.run_id, claim.version)
         metadata = registry.read_metadata(model_name, claim.version)
     else:
-        metadata = registry.write_version(model_name, claim, selected, _provenance(context, upstream.metrics))
+        provenance = {**_provenance(context, upstream.metrics), **_model_description(selected)}
+        metadata = registry.write_version(model_name, claim, selected, provenance)
 
     promote = {
         "always": True,
@@ -202,6 +208,25 @@ def _provenance(context: ComponentContext, metrics: Mapping[str, float]) -> dict
             if name.startswith("threshold.")
         },
     }
+
+
+def _model_description(artifacts: Mapping[str, str]) -> dict[str, Any]:
+    """``model_kind`` and ``model_manifest`` of a built-in ``model`` artifact; nothing for another file."""
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_mlpipe.components._model_artifact import read_manifest
+
+    if "model" not in artifacts:
+        return {}
+    path = ObjectStoragePath(artifacts["model"])
+    if not path.is_file():
+        return {}
+    with path.open("rb") as handle:
+        try:
+            manifest = read_manifest(handle)
+        except ValueError:  # not an .npz model of a built-in: register it as it is
+            return {}
+    return {"model_kind": manifest.get("kind"), "model_manifest": manifest}
 
 
 def _selected_artifacts(config: Config, artifacts: Mapping[str, str]) -> dict[str, str]:
