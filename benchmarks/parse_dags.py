@@ -614,12 +614,13 @@ def main(argv: list[str] | None = None) -> int:
                     benchlib.spread(r["cpu_s"] for r in runs),
                     benchlib.spread(r["slowest_file_s"] for r in runs),
                     benchlib.spread(ratios(runs, cold["handwritten"])),
+                    benchlib.spread(ratios(runs, cold["handwritten"], "cpu_s")),
                     benchlib.spread(r["peak_rss_mb"] for r in runs),
                 ]
             )
         print("\n## Cold: the dag-processor's parse (DagBag + serialisation) in a fresh process\n")
         headers = ["size", "contestant", "runs", "airflow import s", "parse+serialise s", "its CPU s"]
-        print(benchlib.table([*headers, "slowest file s", "/ hand", "peak RSS MB"], rows))
+        print(benchlib.table([*headers, "slowest file s", "/ hand", "CPU / hand", "peak RSS MB"], rows))
 
     if "worker" in args.sections:
         folders = generate(root, n, m)

@@ -37,7 +37,9 @@ def test_dags_from_the_cache_are_the_dags_validation_builds(
     assert cached == uncached
 
 
-def test_spec_cache_off_writes_nothing_and_still_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spec_cache_off_writes_nothing_and_still_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("AIRFLOW__MLPIPE__SPEC_CACHE_DIR", "off")

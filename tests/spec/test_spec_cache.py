@@ -182,7 +182,8 @@ loader.validate_spec = lambda data, files, modules=None: validated.append(1) or 
 result = load_folder(
     Path(sys.argv[1]), "dev", component_modules=("cachecomp",), cache=open_spec_cache(sys.argv[2])
 )
-print(json.dumps({"valid": sorted(result.pipelines), "errors": sorted(result.errors), "validated": len(validated)}))
+found = {"valid": sorted(result.pipelines), "errors": sorted(result.errors)}
+print(json.dumps({**found, "validated": len(validated)}))
 """
 
 
