@@ -151,9 +151,9 @@ def _load(
         return _validate(files, environment, read_spec(files, environment), component_modules)
     try:
         sources = {path: path.read_bytes() for path in files.files_for(environment)}
-    except OSError:  # reported, with its location, by the uncached path
+        key = cache.key(sources, environment, component_modules)
+    except OSError:  # an unreadable spec is reported, with its location, by the uncached path
         return _validate(files, environment, read_spec(files, environment), component_modules)
-    key = cache.key(sources, environment, component_modules)
     cached = cache.get(files.base, environment, key, component_modules)
     if cached is not None:
         return cached

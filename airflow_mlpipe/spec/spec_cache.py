@@ -55,7 +55,10 @@ class SpecCache:
         self.directory = directory
 
     def key(self, sources: Mapping[Path, bytes], environment: str, component_modules: Sequence[str]) -> str:
-        """The digest of everything a spec's validation reads, component modules aside."""
+        """The digest of everything a spec's validation reads, component modules aside.
+
+        Raises :class:`OSError` if the package's own code cannot be read (then there is no cache).
+        """
         digest = hashlib.sha256()
         for part in (__version__, _validation_code_digest(), environment, *component_modules):
             digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
