@@ -45,6 +45,7 @@ from airflow_mlpipe.spec import (
     load_folder,
     stage_overridable,
 )
+from airflow_mlpipe.spec.spec_cache import open_spec_cache
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,14 @@ def build_dags(spec_folder: str | os.PathLike[str], environment: str | None = No
     only = get_parsing_context().dag_id
     # Read [mlpipe] component_modules once per parse, not twice per stage (an Airflow config lookup).
     prefixes = settings.component_modules()
+    cache_dir = settings.spec_cache_dir()
     result = load_folder(
         spec_folder,
         environment,
         only=only,
         component_modules=prefixes,
         ignore_file_syntax=settings.dag_ignore_file_syntax(),
+        cache=open_spec_cache(cache_dir) if cache_dir else None,
     )
     dags: dict[str, DAG] = {}
     for name, pipeline in result.pipelines.items():

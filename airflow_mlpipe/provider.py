@@ -28,6 +28,12 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "The Airflow SMTP connection that failure e-mails are sent through.",
         "smtp_default",
     ),
+    "spec_cache_dir": (
+        "Where the DAG factory keeps validated specs between parses, so an unchanged spec is not "
+        "validated again. Empty: $XDG_CACHE_HOME/airflow-mlpipe/specs (~/.cache/airflow-mlpipe/specs). "
+        "'off': no cache. The directory must be private to the user running Airflow.",
+        "/var/cache/airflow/mlpipe-specs",
+    ),
 }
 
 

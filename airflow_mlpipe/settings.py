@@ -16,6 +16,7 @@ DEFAULTS: dict[str, str] = {
     "component_modules": "",
     "artifact_root": "file:///tmp/mlpipe/artifacts",
     "smtp_conn_id": "smtp_default",
+    "spec_cache_dir": "",
 }
 
 
@@ -44,6 +45,21 @@ def artifact_root() -> str:
 def smtp_conn_id() -> str:
     """The Airflow connection failure e-mails are sent through."""
     return _get("smtp_conn_id") or DEFAULTS["smtp_conn_id"]
+
+
+def spec_cache_dir() -> str | None:
+    """Where the factory keeps validated specs between parses; ``None`` when set to ``off``.
+
+    Empty (the default) means ``$XDG_CACHE_HOME/airflow-mlpipe/specs`` (``~/.cache/...``).
+    """
+    value = _get("spec_cache_dir")
+    if value.lower() == "off":
+        return None
+    if value:
+        return value
+    from airflow_mlpipe.spec.spec_cache import default_cache_dir
+
+    return str(default_cache_dir())
 
 
 def dag_ignore_file_syntax() -> str:

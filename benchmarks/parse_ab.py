@@ -3,9 +3,11 @@
 To check that a change to the factory or the spec loader makes parsing faster (or no slower),
 point ``--a`` and ``--b`` at two trees holding an ``airflow_mlpipe`` package, for example a
 ``git worktree`` of main and one with the change; each is put first on ``PYTHONPATH`` of its
-children. Every round times, in rotating order and each in a fresh process with warm imports
-(like ``parse_dags.py``'s ``warm`` section): the hand-written folder, the mlpipe folder with A,
-and the mlpipe folder with B. Ratios to hand-written are taken within a round.
+children. Every round times, in rotating order and each in a fresh process (like
+``parse_dags.py``'s ``dagbag`` section: Airflow imported before the clock starts, the package
+not): the hand-written folder, the mlpipe folder with A, and the mlpipe folder with B, each tree
+with a spec cache of its own (filled by the warm-up round; ignored by a tree without one).
+Ratios to hand-written are taken within a round.
 
     python benchmarks/parse_ab.py --a /tmp/main-tree --b /tmp/patched-tree      # N=1000, M=20, 7 rounds
     python benchmarks/parse_ab.py --b /tmp/patched-tree --n 1000 --m 5
@@ -25,12 +27,12 @@ import benchlib
 from parse_dags import generate
 
 
-def run(folder: Path, n: int, m: int, tree: str | None) -> dict[str, Any]:
-    env = benchlib.airflow_env()
+def run(folder: Path, n: int, m: int, tree: str | None, cache: Path) -> dict[str, Any]:
+    env = benchlib.airflow_env(AIRFLOW__MLPIPE__SPEC_CACHE_DIR=str(cache))
     if tree:
         env["PYTHONPATH"] = os.pathsep.join([str(benchlib.BENCH_DIR), tree, env.get("PYTHONPATH", "")])
     script = str(benchlib.BENCH_DIR / "parse_dags.py")
-    return benchlib.run_child([script, "--child", "warm", str(folder), str(n), str(m)], env)
+    return benchlib.run_child([script, "--child", "dagbag", str(folder), str(n), str(m)], env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,13 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     names = list(contestants)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    if rounds > 1:  # warm-up: bytecode cache of the hand-written files, OS file cache
-        run(folders["handwritten"], n, m, None)
+    caches = {name: root / f"spec-cache-{index}" for index, name in enumerate(names)}
+    if rounds > 1:  # warm-up: bytecode cache of the hand-written files, OS file cache, spec caches
+        for name, (folder, tree) in contestants.items():
+            run(folder, n, m, tree, caches[name])
     for round_no in range(rounds):
         shift = round_no % len(names)
         for name in names[shift:] + names[:shift]:
             folder, tree = contestants[name]
-            results[name].append(run(folder, n, m, tree))
+            results[name].append(run(folder, n, m, tree, caches[name]))
         print(f"  round {round_no + 1}/{rounds} done", file=sys.stderr)
 
     hand = results["handwritten"]
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 benchlib.spread(r["peak_rss_mb"] for r in runs),
             ]
         )
-    print(f"## Warm DagBag load, N={n} M={m}, median (min-max)\n")
+    print(f"## DagBag load in a fresh process, N={n} M={m}, median (min-max)\n")
     headers = ["contestant", "runs", "wall s", "CPU s", "CPU / hand", "wall / hand", "peak RSS MB"]
     print(benchlib.table(headers, rows))
     pairs = list(zip(results["mlpipe A"], results["mlpipe B"], strict=True))

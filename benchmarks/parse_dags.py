@@ -3,30 +3,36 @@
 Airflow re-parses every DAG file every 30 s, kills a file's parse after ``dagbag_import_timeout``
 (30 s by default) and parses again on the worker at every task start, so parse time is what a
 DAG factory's users feel first. For N pipelines of M stages (a chain of M stages, then the
-``execution_record`` task that waits for all of them) this script generates three equivalent
-dags folders:
+``execution_record`` task that waits for all of them; same schedule, owner, tags, params,
+retries and failure e-mail address everywhere) this script generates three dags folders:
 
 * ``mlpipe``: one loader file and ``pipelines/NAME.yaml`` specs, built by ``build_dags``;
-* ``handwritten``: one Python file per pipeline building the very same DAG (same operators and
-  arguments, dependencies, schedule, default args, retries): the floor;
-* ``dagfactory``: one ``load_yaml_dags`` loader file and one dag-factory YAML per pipeline, with
-  the same operators (through ``bench_components.dagfactory_ops``, as YAML cannot spell a
-  dataclass argument).
+* ``handwritten``: what a team writes without a factory: one Python file per pipeline with
+  ``PythonOperator`` tasks calling the team's functions (``bench_components.handwritten_tasks``);
+* ``dagfactory``: one ``load_yaml_dags`` loader file and one dag-factory 1.1.0 YAML per pipeline,
+  running the same components through the project's operators
+  (``bench_components.dagfactory_ops``, as YAML cannot spell a dataclass argument).
 
-and measures, each in a fresh child process with its own Airflow home:
+and measures them the way a dag-processor meets the folder:
 
-* ``warm``: ``DagBag`` loading the folder, with every contestant's modules imported first, so only
-  the parse itself is timed (interleaved contestants, one child per measurement, a discarded
-  warm-up round that also fills the OS cache and Python's bytecode cache);
-* ``cold``: the dag-processor's parse of the file(s) (``airflow.dag_processing.processor
-  ._parse_file``: DagBag plus serialisation) in a fresh process, first imports included;
+* ``dagbag``: a ``DagBag`` load of the whole folder in a fresh process, where ``airflow.sdk``, the
+  standard provider's ``PythonOperator`` and ``DagBag`` are imported before the clock starts, but
+  not ``airflow_mlpipe`` or ``dagfactory``: the processor imports those when it parses the loader
+  file, so their import is part of the cost. Contestants interleaved round by round (rotating
+  order), one process per measurement, after a discarded warm-up round (bytecode and OS caches,
+  and the spec cache). ``mlpipe`` is the steady state, with the validated-spec cache of earlier
+  parses; ``mlpipe_nocache`` (``[mlpipe] spec_cache_dir = off``) is a first parse after a change
+  to every spec;
+* ``cold``: the dag-processor's parse (``airflow.dag_processing.processor._parse_file``: DagBag
+  plus serialisation) of the mlpipe loader file vs the whole hand-written folder (its files one
+  after another in one process), first imports included, at the largest size;
 * ``worker``: what a worker parses when it starts one task: the parsing context names the DAG
   and task (``_AIRFLOW_PARSING_CONTEXT_*``), the file is loaded as the task runner does
-  (``BundleDagBag``, ``safe_mode=False``); timed at the smallest and the largest N.
+  (``BundleDagBag``, ``safe_mode=False``).
 
-plus each child's peak RSS. Before timing, one child checks the three folders hold equivalent DAGs.
+plus each child's peak RSS. Before timing, one child checks the folders hold the same pipelines.
 
-    python benchmarks/parse_dags.py            # N in 10,100,1000; M in 5,20; 5 rounds (~20 min)
+    python benchmarks/parse_dags.py            # 300x10 and 1000x20, 5 rounds (3 at 1000x20)
     python benchmarks/parse_dags.py --quick    # tiny sizes, one round (smoke test, make bench)
 """
 
@@ -45,10 +51,18 @@ from typing import Any
 import benchlib
 
 # dag-factory comes with the bench extra (pip install -e ".[bench]"); without it (as in CI's
-# smoke test) the script runs the other two contestants.
+# smoke test) the script runs the other contestants.
 HAVE_DAGFACTORY = importlib.util.find_spec("dagfactory") is not None
-AVAILABLE = ("mlpipe", "handwritten", "dagfactory") if HAVE_DAGFACTORY else ("mlpipe", "handwritten")
+# contestant -> the folder it parses; both mlpipe contestants parse the same specs.
+FOLDER_OF = {
+    "mlpipe": "mlpipe",
+    "mlpipe_nocache": "mlpipe",
+    "handwritten": "handwritten",
+    "dagfactory": "dagfactory",
+}
+AVAILABLE = tuple(c for c in FOLDER_OF if c != "dagfactory" or HAVE_DAGFACTORY)
 CONTESTANTS = list(AVAILABLE)  # narrowed by --contestants
+DEFAULT_SIZES = ("300x10", "1000x20")
 COMPONENT = "bench_components.engagement"
 COMPONENT_CONFIG = {"window_days": 7}
 OWNER = "bench-team"
@@ -108,26 +122,14 @@ def write_mlpipe(folder: Path, n: int, m: int) -> None:
 
 
 HANDWRITTEN_HEADER = '''\
-"""Hand-written Airflow DAG {name}: the same DAG the factory builds from {name}.yaml."""
+"""Hand-written Airflow DAG {name}: the pipeline of {name}.yaml, written as PythonOperator tasks."""
 
-from datetime import datetime, timezone, timedelta
-from types import MappingProxyType
+from datetime import datetime, timedelta, timezone
 
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, Param
 
-from airflow_mlpipe.operators.component import ComponentOperator
-from airflow_mlpipe.pipeline_run import PipelineRef
-from airflow_mlpipe.operators.record import ExecutionRecordOperator
-
-STAGES = {stages!r}
-PIPELINE = PipelineRef(
-    name="{name}",
-    version="{version}",
-    config_version="handwritten",
-    environment="dev",
-    sources=(__file__,),
-    overridable=MappingProxyType({{stage: frozenset({{"window_days"}}) for stage in STAGES}}),
-)
+from bench_components.handwritten_tasks import execution_record, run_stage
 
 with DAG(
     dag_id="{name}",
@@ -146,33 +148,31 @@ with DAG(
 
 
 def write_handwritten(folder: Path, n: int, m: int) -> None:
+    """What a team writes without a factory: one Python file per pipeline, PythonOperator tasks."""
     folder.mkdir(parents=True)
     stages = stage_names(m)
     for i in range(n):
         name = pipeline_name(i)
-        code = HANDWRITTEN_HEADER.format(
-            name=name, version=VERSION, stages=stages, schedule=SCHEDULE, i=i, owner=OWNER
-        )
+        code = HANDWRITTEN_HEADER.format(name=name, version=VERSION, schedule=SCHEDULE, i=i, owner=OWNER)
         for stage in stages:
             code += (
-                f"    {stage} = ComponentOperator(\n"
+                f"    {stage} = PythonOperator(\n"
                 f'        task_id="{stage}",\n'
-                f'        component="{COMPONENT}",\n'
-                f"        config={COMPONENT_CONFIG!r},\n"
-                "        pipeline=PIPELINE,\n"
-                "        cache=True,\n"
+                "        python_callable=run_stage,\n"
+                f'        op_kwargs={{"config": {COMPONENT_CONFIG!r}}},\n'
                 "        retries=1,\n"
                 "        retry_delay=timedelta(minutes=5),\n"
                 "    )\n"
             )
         code += (
-            "    execution_record = ExecutionRecordOperator(\n"
+            "    record = PythonOperator(\n"
             '        task_id="execution_record",\n'
-            "        pipeline=PIPELINE,\n"
-            f'        notify_on_failure=["{NOTIFY}"],\n'
+            "        python_callable=execution_record,\n"
+            f'        op_kwargs={{"notify_on_failure": ["{NOTIFY}"]}},\n'
+            '        trigger_rule="all_done",\n'
             "    )\n"
             f"    {' >> '.join(stages)}\n"
-            f"    [{', '.join(stages)}] >> execution_record\n"
+            f"    [{', '.join(stages)}] >> record\n"
         )
         (folder / f"{name}.py").write_text(code)
 
@@ -241,41 +241,41 @@ WRITERS = {"mlpipe": write_mlpipe, "handwritten": write_handwritten, "dagfactory
 
 
 def generate(root: Path, n: int, m: int, contestants: Sequence[str] = ()) -> dict[str, Path]:
-    """The contestants' dags folders for N pipelines of M stages (created once under ``root``)."""
+    """Each contestant's dags folder for N pipelines of M stages (written once under ``root``)."""
     folders = {}
     for contestant in contestants or CONTESTANTS:
-        write = WRITERS[contestant]
-        folder = root / f"n{n}-m{m}" / contestant
+        kind = FOLDER_OF[contestant]
+        folder = root / f"n{n}-m{m}" / kind
         if not folder.exists():
-            write(folder, n, m)
+            WRITERS[kind](folder, n, m)
         folders[contestant] = folder
     return folders
 
 
 def dag_file(contestant: str, folder: Path, dag_id: str) -> Path:
     """The file the dag-processor or a worker parses to get ``dag_id``."""
-    if contestant == "mlpipe":
+    kind = FOLDER_OF[contestant]
+    if kind == "mlpipe":
         return folder / "mlpipe_loader.py"
-    if contestant == "dagfactory":
+    if kind == "dagfactory":
         return folder / "dagfactory_loader.py"
     return folder / f"{dag_id}.py"
+
+
+def child_env(contestant: str, root: Path, **extra: str) -> dict[str, str]:
+    """A child's environment: ``mlpipe`` keeps its spec cache under ``root``, the others none."""
+    cache = str(root / "spec-cache") if contestant == "mlpipe" else "off"
+    return benchlib.airflow_env(AIRFLOW__MLPIPE__SPEC_CACHE_DIR=cache, **extra)
 
 
 # --- children: what runs inside each measured process ------------------------------------------
 
 
-def _warm_imports() -> None:
-    """Import everything any contestant needs, so a warm measurement times the parse alone."""
+def _processor_imports() -> None:
+    """What a dag-processor has imported before it parses a file: Airflow, not the factories."""
     import airflow.providers.standard.operators.python
     import airflow.sdk  # noqa: F401
-    import bench_components.dagfactory_ops  # noqa: F401
     from airflow.dag_processing.dagbag import DagBag  # noqa: F401
-
-    import airflow_mlpipe.components.features.user_engagement
-    import airflow_mlpipe.factory  # noqa: F401
-
-    if HAVE_DAGFACTORY:
-        import dagfactory.dagbuilder  # noqa: F401
 
 
 def _check_bag(bag: Any, expect_dags: int | None, expect_tasks: int | None) -> None:
@@ -288,10 +288,18 @@ def _check_bag(bag: Any, expect_dags: int | None, expect_tasks: int | None) -> N
         raise SystemExit(f"expected {expect_tasks} tasks, got {tasks}")
 
 
-def child_warm(folder: str, n: int, m: int) -> None:
-    _warm_imports()
+def child_dagbag(folder: str, n: int, m: int) -> None:
+    _processor_imports()
     from airflow.dag_processing.dagbag import DagBag
 
+    # Airflow's config itself loads the package's provider info and settings; nothing else.
+    early = [
+        name
+        for name in ("airflow_mlpipe.factory", "airflow_mlpipe.spec", "dagfactory")
+        if name in sys.modules
+    ]
+    if early:
+        raise SystemExit(f"imported before the clock started: {early}")
     rss_before = benchlib.peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
     bag = DagBag(dag_folder=folder)
@@ -349,34 +357,32 @@ def child_worker(file: str, bundle: str, dag_id: str, task_id: str) -> None:
 
 
 def child_equivalence(folders: dict[str, str]) -> None:
-    """Check the three folders hold the same DAGs: tasks, edges, operators, settings."""
-    _warm_imports()
+    """Check the folders hold the same pipelines: tasks, edges, settings, configs, e-mail."""
+    _processor_imports()
     from airflow.dag_processing.dagbag import DagBag
 
+    def argument(task: Any, name: str) -> Any:
+        """An operator's ``config`` or ``notify_on_failure``; a PythonOperator's op_kwargs hold them."""
+        return getattr(task, name, None) or getattr(task, "op_kwargs", {}).get(name)
+
     def describe(dag: Any) -> dict[str, Any]:
-        tasks = {}
-        for task in dag.tasks:
-            cls = type(task)
-            base = next(c for c in cls.__mro__ if c.__module__.startswith("airflow_mlpipe"))
-            tasks[task.task_id] = {
-                "operator": base.__name__,
+        tasks = {
+            task.task_id: {
                 "upstream": sorted(task.upstream_task_ids),
                 "retries": task.retries,
                 "retry_delay": str(task.retry_delay),
                 "owner": task.owner,
                 "trigger_rule": str(task.trigger_rule),
-                "component": getattr(task, "component", None),
-                "config": getattr(task, "config", None),
-                "stages": list(task.pipeline.stages),
-                "overridable": {stage: sorted(f) for stage, f in task.pipeline.overridable.items()},
-                "cache": (getattr(task, "cache", None), getattr(task, "cache_ttl", None)),
-                "pipeline": (task.pipeline.name, task.pipeline.version),
-                "notify": getattr(task, "notify_on_failure", None),
+                "config": argument(task, "config"),
+                "notify": argument(task, "notify_on_failure"),
             }
+            for task in dag.tasks
+        }
         return {
             "schedule": (str(dag.schedule), type(dag.timetable).__name__),
             "start_date": str(dag.start_date),
             "catchup": dag.catchup,
+            "description": dag.description,
             "params": sorted(dag.params.keys()),
             "tags": sorted(set(dag.tags) - {"dagfactory"}),
             "tasks": tasks,
@@ -400,69 +406,31 @@ def child_equivalence(folders: dict[str, str]) -> None:
 # --- the parent: rounds, statistics, tables ----------------------------------------------------
 
 
-def run_warm(
-    folders: dict[str, Path], n: int, m: int, rounds: int, slow_rounds: int
-) -> dict[str, list[dict[str, Any]]]:
-    """``rounds`` interleaved rounds; dag-factory, minutes per run at N=1000, gets ``slow_rounds``."""
-    results: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTESTANTS}
-    if rounds > 1:  # a discarded warm-up: Python's bytecode cache for the hand-written files
-        benchlib.run_child(
-            [__file__, "--child", "warm", str(folders["handwritten"]), str(n), str(m)], benchlib.airflow_env()
-        )
-    for round_no in range(rounds):
-        for contestant in _order(round_no):
-            if contestant == "dagfactory" and round_no >= slow_rounds:
-                continue
-            folder = str(folders[contestant])
-            out = benchlib.run_child(
-                [__file__, "--child", "warm", folder, str(n), str(m)], benchlib.airflow_env()
-            )
-            results[contestant].append(out)
-        print(f"  warm N={n} M={m} round {round_no + 1}/{rounds} done", file=sys.stderr)
-    return results
-
-
 def _order(round_no: int) -> tuple[str, ...]:
     """The contestants in a rotated order, so none is always first (or last) in a round."""
     shift = round_no % len(CONTESTANTS)
     return (*CONTESTANTS[shift:], *CONTESTANTS[:shift])
 
 
-def run_cold(
-    folders: dict[str, Path], n: int, m: int, rounds: int, slow_rounds: int
+def run_rounds(
+    rounds: int, slow_rounds: int, label: str, child_args: Any, env: Any, warm_up: bool = True
 ) -> dict[str, list[dict[str, Any]]]:
+    """``rounds`` interleaved rounds of ``child_args(contestant)``; dag-factory gets ``slow_rounds``.
+
+    The warm-up round is discarded: it compiles the hand-written files' bytecode, fills the OS
+    file cache and the mlpipe spec cache, as a running deployment has them.
+    """
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTESTANTS}
+    if warm_up:
+        for contestant in CONTESTANTS:
+            if contestant != "dagfactory":
+                benchlib.run_child(child_args(contestant), env(contestant))
     for round_no in range(rounds):
         for contestant in _order(round_no):
             if contestant == "dagfactory" and round_no >= slow_rounds:
                 continue
-            folder = folders[contestant]
-            files = (
-                [str(p) for p in sorted(folder.glob("*.py"))]
-                if contestant == "handwritten"
-                else [str(dag_file(contestant, folder, ""))]
-            )
-            args = [__file__, "--child", "cold", json.dumps(files), str(folder), str(n), str(m)]
-            results[contestant].append(benchlib.run_child(args, benchlib.airflow_env()))
-        print(f"  cold N={n} M={m} round {round_no + 1}/{rounds} done", file=sys.stderr)
-    return results
-
-
-def run_worker(
-    folders: dict[str, Path], n: int, rounds: int, slow_rounds: int
-) -> dict[str, list[dict[str, Any]]]:
-    results: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTESTANTS}
-    dag_id, task_id = pipeline_name(n - 1), "stage_00"
-    context = {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": dag_id, "_AIRFLOW_PARSING_CONTEXT_TASK_ID": task_id}
-    for round_no in range(rounds):
-        for contestant in _order(round_no):
-            if contestant == "dagfactory" and round_no >= slow_rounds:
-                continue
-            folder = folders[contestant]
-            file = dag_file(contestant, folder, dag_id)
-            args = [__file__, "--child", "worker", str(file), str(folder), dag_id, task_id]
-            results[contestant].append(benchlib.run_child(args, benchlib.airflow_env(**context)))
-        print(f"  worker N={n} round {round_no + 1}/{rounds} done", file=sys.stderr)
+            results[contestant].append(benchlib.run_child(child_args(contestant), env(contestant)))
+        print(f"  {label} round {round_no + 1}/{rounds} done", file=sys.stderr)
     return results
 
 
@@ -471,25 +439,29 @@ def ratios(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str = "seconds
     return [x[key] / y[key] for x, y in zip(a, b, strict=False)]
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    n, _, m = text.lower().partition("x")
+    return int(n), int(m)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (smoke test)")
-    parser.add_argument("--n", type=int, nargs="+", help="pipelines per folder (default 10 100 1000)")
-    parser.add_argument("--m", type=int, nargs="+", help="stages per pipeline (default 5 20)")
     parser.add_argument(
-        "--sections", nargs="+", choices=["warm", "cold", "worker"], default=["warm", "cold", "worker"]
+        "--sizes", nargs="+", help=f"NxM: N pipelines of M stages (default {' '.join(DEFAULT_SIZES)})"
     )
-    parser.add_argument("--rounds", type=int, help="warm rounds per size (default 5; 3 at N >= 1000)")
     parser.add_argument(
-        "--cold-rounds", type=int, help="rounds of the cold-start and worker runs (default 3)"
+        "--sections", nargs="+", choices=["dagbag", "cold", "worker"], default=["dagbag", "cold", "worker"]
     )
+    parser.add_argument("--rounds", type=int, help="DagBag rounds per size (default 5; 3 at N >= 1000)")
+    parser.add_argument("--cold-rounds", type=int, help="rounds of the cold and worker runs (default 3)")
     parser.add_argument(
         "--slow-rounds",
         type=int,
         default=2,
-        help="at N >= 1000, dag-factory (minutes per parse) runs only this many rounds (default 2; 1 cold)",
+        help="at N >= 1000, dag-factory (tens of seconds per parse) runs only this many rounds (default 2)",
     )
     parser.add_argument("--contestants", nargs="+", choices=AVAILABLE, help="default: all installed")
     parser.add_argument("--workdir", help="where to generate the folders (default: a temporary dir)")
@@ -499,8 +471,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.child:
         kind, *rest = args.child
-        if kind == "warm":
-            child_warm(rest[0], int(rest[1]), int(rest[2]))
+        if kind == "dagbag":
+            child_dagbag(rest[0], int(rest[1]), int(rest[2]))
         elif kind == "cold":
             child_cold(json.loads(rest[0]), rest[1], int(rest[2]), int(rest[3]))
         elif kind == "worker":
@@ -511,138 +483,184 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.contestants:
         CONTESTANTS[:] = [c for c in AVAILABLE if c in args.contestants]
-    ns = args.n or ([3] if args.quick else [10, 100, 1000])
-    ms = args.m or ([2] if args.quick else [5, 20])
+    sizes = [parse_size(s) for s in args.sizes or (["3x2"] if args.quick else DEFAULT_SIZES)]
+    largest = max(sizes)
     cold_rounds = args.cold_rounds or (1 if args.quick else 3)
-    worker_ns = sorted({min(ns), max(ns)})
 
     def rounds_for(n: int) -> int:
         return args.rounds or (1 if args.quick else 3 if n >= 1000 else 5)
 
-    def slow_for(n: int, rounds: int, cold: bool = False) -> int:
-        return rounds if n < 1000 else min(rounds, 1 if cold else args.slow_rounds)
+    def slow_for(n: int, rounds: int) -> int:
+        return rounds if n < 1000 else min(rounds, args.slow_rounds)
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="mlpipe-bench-parse-"))
     info = benchlib.machine()
     benchlib.print_header("Parse benchmark", info)
-    print(f"N={ns} M={ms}, sections {args.sections}; folders in {benchlib.shown(root)}\n")
+    print(f"sizes {', '.join(f'{n}x{m}' for n, m in sizes)}, sections {args.sections}; ", end="")
+    print(f"folders in {benchlib.shown(root)}\n")
 
-    check = generate(root, 2, 3, AVAILABLE)
+    check = generate(root, 2, 3, [c for c in AVAILABLE if c != "mlpipe_nocache"])
     out = benchlib.run_child(
         [__file__, "--child", "equivalence", json.dumps({c: str(p) for c, p in check.items()})],
-        benchlib.airflow_env(),
+        child_env("mlpipe_nocache", root),
     )
-    print(f"Equivalence check: {out['dags']} DAGs identical in the folders of {', '.join(AVAILABLE)}\n")
+    print(f"Equivalence check: {out['dags']} pipelines the same in the folders of {', '.join(check)}\n")
     if not HAVE_DAGFACTORY:
         print('dag-factory is not installed (pip install -e ".[bench]"): that contestant is left out\n')
 
-    raw: dict[str, Any] = {"machine": info, "warm": {}, "cold": {}, "worker": {}}
-    if "warm" in args.sections:
-        warm_rows, ratio_rows = [], []
-        for m in ms:
-            for n in ns:
-                rounds = rounds_for(n)
-                warm = run_warm(generate(root, n, m), n, m, rounds, slow_for(n, rounds))
-                raw["warm"][f"{n}x{m}"] = warm
-                for contestant in CONTESTANTS:
-                    runs = warm[contestant]
-                    warm_rows.append(
-                        [
-                            n,
-                            m,
-                            contestant,
-                            len(runs),
-                            benchlib.spread(r["seconds"] for r in runs),
-                            benchlib.spread(r["cpu_s"] for r in runs),
-                            benchlib.spread(r["cpu_s"] * 1000 / (n * (m + 1)) for r in runs),
-                            benchlib.spread(r["peak_rss_mb"] for r in runs),
-                            benchlib.spread(r["peak_rss_mb"] - r["rss_before_mb"] for r in runs),
-                            "YES" if max(r["slowest_file_s"] for r in runs) > DEFAULT_TIMEOUT_S else "no",
-                        ]
-                    )
-                mlpipe, hand, dagf = (warm.get(c, []) for c in ("mlpipe", "handwritten", "dagfactory"))
-                ratio_rows.append(
-                    [
-                        n,
-                        m,
-                        benchlib.spread(ratios(mlpipe, hand, "cpu_s")),
-                        benchlib.spread(ratios(dagf, mlpipe, "cpu_s")),
-                        benchlib.spread(ratios(dagf, hand, "cpu_s")),
-                        benchlib.spread(ratios(mlpipe, hand)),
-                        benchlib.spread(ratios(dagf, mlpipe)),
-                    ]
-                )
-        print("## Warm DagBag load of the whole folder (imports done first), median (min-max)\n")
-        headers = ["N", "M", "contestant", "runs", "wall s", "CPU s", "CPU ms/task", "peak RSS MB"]
-        print(benchlib.table([*headers, "RSS growth MB", "a file > 30 s"], warm_rows))
-        print("\n## Ratios within a round, median (min-max); CPU time is the robust one on a busy machine\n")
-        headers = ["N", "M", "CPU mlpipe / hand", "CPU dag-factory / mlpipe", "CPU dag-factory / hand"]
-        print(benchlib.table([*headers, "wall mlpipe / hand", "wall dag-factory / mlpipe"], ratio_rows))
-
-    if "cold" in args.sections:
-        cold_rows = []
-        m = max(ms)
-        for n in sorted({min(ns), max(ns)}):
-            cold = run_cold(generate(root, n, m), n, m, cold_rounds, slow_for(n, cold_rounds, cold=True))
-            raw["cold"][f"{n}x{m}"] = cold
+    raw: dict[str, Any] = {"machine": info, "dagbag": {}, "cold": {}, "worker": {}}
+    if "dagbag" in args.sections:
+        rows, ratio_rows = [], []
+        for n, m in sizes:
+            folders = generate(root, n, m)
+            rounds = rounds_for(n)
+            results = run_rounds(
+                rounds,
+                slow_for(n, rounds),
+                f"dagbag {n}x{m}",
+                lambda c, folders=folders, n=n, m=m: [
+                    __file__,
+                    "--child",
+                    "dagbag",
+                    str(folders[c]),
+                    str(n),
+                    str(m),
+                ],
+                lambda c: child_env(c, root),
+                warm_up=rounds > 1,
+            )
+            raw["dagbag"][f"{n}x{m}"] = results
             for contestant in CONTESTANTS:
-                runs = cold[contestant]
-                cold_rows.append(
+                runs = results[contestant]
+                rows.append(
                     [
-                        n,
-                        m,
+                        f"{n}x{m}",
                         contestant,
                         len(runs),
-                        benchlib.spread(r["wall_s"] for r in runs),
-                        benchlib.spread(r["airflow_import_s"] for r in runs),
                         benchlib.spread(r["seconds"] for r in runs),
                         benchlib.spread(r["cpu_s"] for r in runs),
-                        benchlib.spread(r["slowest_file_s"] for r in runs),
+                        benchlib.spread(r["cpu_s"] * 1000 / (n * (m + 1)) for r in runs),
                         benchlib.spread(r["peak_rss_mb"] for r in runs),
+                        "YES" if max(r["slowest_file_s"] for r in runs) > DEFAULT_TIMEOUT_S else "no",
                     ]
                 )
-        print("\n## Cold start: the dag-processor's parse (DagBag + serialisation) in a fresh process\n")
-        headers = ["N", "M", "contestant", "runs", "process wall s", "airflow import s"]
+            mlpipe, nocache, hand, dagf = (
+                results.get(c, []) for c in ("mlpipe", "mlpipe_nocache", "handwritten", "dagfactory")
+            )
+            ratio_rows.append(
+                [
+                    f"{n}x{m}",
+                    benchlib.spread(ratios(mlpipe, hand)),
+                    benchlib.spread(ratios(nocache, hand)),
+                    benchlib.spread(ratios(dagf, mlpipe)),
+                    benchlib.spread(ratios(mlpipe, hand, "cpu_s")),
+                    benchlib.spread(ratios(nocache, hand, "cpu_s")),
+                    benchlib.spread(ratios(dagf, mlpipe, "cpu_s")),
+                ]
+            )
+        print("## DagBag load of the whole folder, fresh process, factory imports timed; median (min-max)\n")
+        headers = [
+            "size",
+            "contestant",
+            "runs",
+            "wall s",
+            "CPU s",
+            "CPU ms/task",
+            "peak RSS MB",
+            "a file > 30 s",
+        ]
+        print(benchlib.table(headers, rows))
+        print("\n## Ratios within a round, median (min-max)\n")
+        headers = ["size", "mlpipe / hand", "mlpipe_nocache / hand", "dag-factory / mlpipe"]
         print(
             benchlib.table(
-                [*headers, "parse+serialise s", "its CPU s", "slowest file s", "peak RSS MB"],
-                cold_rows,
+                [*headers, "CPU mlpipe / hand", "CPU nocache / hand", "CPU dag-factory / mlpipe"], ratio_rows
             )
         )
 
+    n, m = largest
+    sizes_measured = sizes if "dagbag" in args.sections else []
+    if "cold" in args.sections:
+        folders = generate(root, n, m)
+
+        def cold_args(contestant: str) -> list[str]:
+            folder = folders[contestant]
+            files = (
+                [str(p) for p in sorted(folder.glob("*.py"))]
+                if contestant == "handwritten"
+                else [str(dag_file(contestant, folder, ""))]
+            )
+            return [__file__, "--child", "cold", json.dumps(files), str(folder), str(n), str(m)]
+
+        cold = run_rounds(
+            cold_rounds,
+            slow_for(n, min(cold_rounds, 1)),
+            f"cold {n}x{m}",
+            cold_args,
+            lambda c: child_env(c, root),
+            warm_up=cold_rounds > 1 and (n, m) not in sizes_measured,  # the DagBag rounds warmed up
+        )
+        raw["cold"][f"{n}x{m}"] = cold
+        rows = []
+        for contestant in CONTESTANTS:
+            runs = cold[contestant]
+            rows.append(
+                [
+                    f"{n}x{m}",
+                    contestant,
+                    len(runs),
+                    benchlib.spread(r["airflow_import_s"] for r in runs),
+                    benchlib.spread(r["seconds"] for r in runs),
+                    benchlib.spread(r["cpu_s"] for r in runs),
+                    benchlib.spread(r["slowest_file_s"] for r in runs),
+                    benchlib.spread(ratios(runs, cold["handwritten"])),
+                    benchlib.spread(ratios(runs, cold["handwritten"], "cpu_s")),
+                    benchlib.spread(r["peak_rss_mb"] for r in runs),
+                ]
+            )
+        print("\n## Cold: the dag-processor's parse (DagBag + serialisation) in a fresh process\n")
+        headers = ["size", "contestant", "runs", "airflow import s", "parse+serialise s", "its CPU s"]
+        print(benchlib.table([*headers, "slowest file s", "/ hand", "CPU / hand", "peak RSS MB"], rows))
+
     if "worker" in args.sections:
-        worker_rows = []
-        m = max(ms)
-        for n in worker_ns:
-            worker = run_worker(generate(root, n, m), n, cold_rounds, slow_for(n, cold_rounds, cold=True))
-            raw["worker"][f"{n}x{m}"] = worker
-            for contestant in CONTESTANTS:
-                runs = worker[contestant]
-                worker_rows.append(
-                    [
-                        n,
-                        m,
-                        contestant,
-                        len(runs),
-                        benchlib.spread(r["wall_s"] for r in runs),
-                        benchlib.spread(r["seconds"] for r in runs),
-                        benchlib.spread(r["cpu_s"] * 1000 for r in runs),
-                        f"{benchlib.median(r['dags_loaded'] for r in runs):.0f}",
-                        benchlib.spread(r["peak_rss_mb"] for r in runs),
-                    ]
-                )
+        folders = generate(root, n, m)
+        dag_id, task_id = pipeline_name(n - 1), "stage_00"
+        context = {"_AIRFLOW_PARSING_CONTEXT_DAG_ID": dag_id, "_AIRFLOW_PARSING_CONTEXT_TASK_ID": task_id}
+        worker = run_rounds(
+            cold_rounds,
+            slow_for(n, min(cold_rounds, 1)),
+            f"worker {n}x{m}",
+            lambda c: [
+                __file__,
+                "--child",
+                "worker",
+                str(dag_file(c, folders[c], dag_id)),
+                str(folders[c]),
+                dag_id,
+                task_id,
+            ],
+            lambda c: child_env(c, root, **context),
+            warm_up=False,
+        )
+        raw["worker"][f"{n}x{m}"] = worker
+        rows = []
+        for contestant in CONTESTANTS:
+            runs = worker[contestant]
+            rows.append(
+                [
+                    f"{n}x{m}",
+                    contestant,
+                    len(runs),
+                    benchlib.spread(r["wall_s"] for r in runs),
+                    benchlib.spread(r["seconds"] for r in runs),
+                    benchlib.spread(r["cpu_s"] * 1000 for r in runs),
+                    f"{benchlib.median(r['dags_loaded'] for r in runs):.0f}",
+                    benchlib.spread(r["peak_rss_mb"] for r in runs),
+                ]
+            )
         print("\n## Worker: a fresh process parsing for one task start (parsing context set)\n")
-        headers = [
-            "N",
-            "M",
-            "contestant",
-            "runs",
-            "process wall s",
-            "DAG file parse s",
-            "its CPU ms",
-            "DAGs built",
-        ]
-        print(benchlib.table([*headers, "peak RSS MB"], worker_rows))
+        headers = ["size", "contestant", "runs", "process wall s", "DAG file parse s", "its CPU ms"]
+        print(benchlib.table([*headers, "DAGs built", "peak RSS MB"], rows))
     benchlib.save(args.json, "parse_dags", raw)
     return 0
 

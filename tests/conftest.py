@@ -19,6 +19,8 @@ import pytest
 # Before anything imports Airflow: never touch a developer's ~/airflow, never load examples.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="mlpipe-tests-airflow-home-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# The factory's validated-spec cache in the session's Airflow home, not the user's ~/.cache.
+os.environ["AIRFLOW__MLPIPE__SPEC_CACHE_DIR"] = os.path.join(os.environ["AIRFLOW_HOME"], "spec-cache")
 
 
 def require_service(name: str, host: str, port: int) -> None:

@@ -21,10 +21,11 @@ from pydantic import ValidationError
 from airflow_mlpipe.spec import checks, triggers
 from airflow_mlpipe.spec.discovery import DEFAULT_IGNORE_FILE_SYNTAX, SpecFiles, discover_specs, overlay_path
 from airflow_mlpipe.spec.errors import Location, Problem, SpecError
-from airflow_mlpipe.spec.models import Pipeline
+from airflow_mlpipe.spec.models import AssetSchedule, Pipeline
 from airflow_mlpipe.spec.overlays import merge_overlay
 from airflow_mlpipe.spec.pydantic_errors import validation_problems
-from airflow_mlpipe.spec.reader import LocatedDict, read_yaml_file
+from airflow_mlpipe.spec.reader import LocatedDict, parse_yaml, read_yaml_file
+from airflow_mlpipe.spec.spec_cache import SpecCache
 
 
 @dataclass
@@ -65,6 +66,7 @@ def load_folder(
     only: str | None = None,
     component_modules: Sequence[str] | None = None,
     ignore_file_syntax: str | Callable[[], str] = DEFAULT_IGNORE_FILE_SYNTAX,
+    cache: SpecCache | None = None,
 ) -> FolderResult:
     """Load every spec under ``folder``; one broken spec never stops the others.
 
@@ -72,7 +74,8 @@ def load_folder(
     across specs (:mod:`~airflow_mlpipe.spec.triggers`) run only when the whole folder is loaded.
     ``ignore_file_syntax`` is Airflow's ``[core] dag_ignore_file_syntax`` (``glob`` or
     ``regexp``, or a function returning it) for the ``.airflowignore`` files under ``folder``;
-    ignored specs are not read.
+    ignored specs are not read. ``cache`` keeps validated specs between parses (see
+    :mod:`~airflow_mlpipe.spec.spec_cache`); a spec read from it is the one validation would give.
     """
     environment = _environment(environment)
     result = FolderResult()
@@ -100,7 +103,7 @@ def load_folder(
             continue
         result.files[name] = candidates[0]
         try:
-            pipeline, data = _load_located(candidates[0], environment, component_modules)
+            pipeline = _load(candidates[0], environment, component_modules, cache)
         except SpecError as exc:
             result.errors[name] = SpecError(earlier + exc.problems, exc.warnings) if earlier else exc
             if exc.warnings:
@@ -110,8 +113,10 @@ def load_folder(
                 result.warnings[name] = list(pipeline.warnings)
             if not earlier:
                 result.pipelines[name] = pipeline
-                if references := triggers.after_references(data):
-                    after[name] = references
+                schedule = pipeline.metadata.schedule
+                if isinstance(schedule, AssetSchedule) and schedule.after:
+                    # Located again (a cached spec keeps no YAML), only for the few that need it.
+                    after[name] = triggers.after_references(read_spec(candidates[0], environment))
     if only is None and after:
         _check_after(result, after, known=set(found.specs) | set(found.problems))
     return result
@@ -153,18 +158,39 @@ def _environment(environment: str | None) -> str:
     return settings.environment()
 
 
-def _load(files: SpecFiles, environment: str, component_modules: Sequence[str] | None) -> Pipeline:
-    return _load_located(files, environment, component_modules)[0]
+def _load(
+    files: SpecFiles,
+    environment: str,
+    component_modules: Sequence[str] | None,
+    cache: SpecCache | None = None,
+) -> Pipeline:
+    if cache is None or component_modules is None:
+        return _validate(files, environment, read_spec(files, environment), component_modules)
+    try:
+        sources = {path: path.read_bytes() for path in files.files_for(environment)}
+        key = cache.key(sources, environment, component_modules)
+    except OSError:  # an unreadable spec is reported, with its location, by the uncached path
+        return _validate(files, environment, read_spec(files, environment), component_modules)
+    cached = cache.get(files.base, environment, key, component_modules)
+    if cached is not None:
+        return cached
+    # Parsed from the very bytes the key was made of, so an entry never holds another version.
+    data = parse_yaml(sources[files.base], str(files.base))
+    overlay = files.overlays.get(environment)
+    if overlay is not None:
+        data = merge_overlay(data, parse_yaml(sources[overlay], str(overlay)), str(overlay))
+    pipeline = _validate(files, environment, data, component_modules)
+    pipeline.config_version  # noqa: B018 - computed once and stored with the entry
+    cache.put(files.base, environment, key, pipeline, component_modules)
+    return pipeline
 
 
-def _load_located(
-    files: SpecFiles, environment: str, component_modules: Sequence[str] | None
-) -> tuple[Pipeline, Any]:
-    """The pipeline, and the located data it was validated from."""
-    data = read_spec(files, environment)
+def _validate(
+    files: SpecFiles, environment: str, data: Any, component_modules: Sequence[str] | None
+) -> Pipeline:
     pipeline = validate_spec(data, files, component_modules)
     sources = tuple(str(f) for f in files.files_for(environment))
-    return pipeline.bind(environment, sources, pipeline.warnings), data
+    return pipeline.bind(environment, sources, pipeline.warnings)
 
 
 def validate_spec(data: Any, files: SpecFiles, component_modules: Sequence[str] | None = None) -> Pipeline:
