@@ -30,6 +30,7 @@ from airflow_mlpipe.pipeline_run import (
 )
 from airflow_mlpipe.resolver import resolve_component
 from airflow_mlpipe.runner import run_stage
+from airflow_mlpipe.runtimes.external_python import run_external
 
 if TYPE_CHECKING:
     import jinja2
@@ -52,6 +53,7 @@ class ComponentOperator(BaseOperator):
     :param cache: look the stage's fingerprint up in the stage cache before running, and store
         its outputs after (unless the run's conf says ``{"cache": false}``)
     :param cache_ttl: how old a cache entry may be to count; ``None``: any age
+    :param python: run the component in this interpreter (``runtime.python``); ``None``: here
     """
 
     template_fields: Sequence[str] = ("config",)
@@ -66,6 +68,7 @@ class ComponentOperator(BaseOperator):
         pipeline: PipelineRef,
         cache: bool = False,
         cache_ttl: timedelta | None = None,
+        python: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -74,6 +77,7 @@ class ComponentOperator(BaseOperator):
         self.pipeline = pipeline
         self.cache = cache
         self.cache_ttl = cache_ttl
+        self.python = python
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         import jinja2
@@ -170,7 +174,11 @@ class ComponentOperator(BaseOperator):
             outlet_events=context.get("outlet_events"),
         )
         try:
-            outputs = run_stage(component, config, component_context)
+            if self.python is not None:
+                prefixes = settings.component_modules()
+                outputs = run_external(self.python, component, config, component_context, prefixes)
+            else:
+                outputs = run_stage(component, config, component_context)
         except ContractError as exc:
             raise AirflowFailException(f"stage '{self.task_id}': {exc}") from None
         outputs = outputs.with_digests(self._digests(outputs))

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from airflow_mlpipe.spec.errors import Problem
+from airflow_mlpipe.spec.runtime import StageRuntime
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,199}$"
 COMPONENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
@@ -208,6 +209,9 @@ class PipelineStage(StageSettings):
         description="config fields a trigger may override for this stage; replaces the component's "
         "own choice (its Config fields marked overridable); [] allows none",
     )
+    runtime: StageRuntime | None = Field(
+        None, description="where the component runs: a Kubernetes pod, another Python interpreter"
+    )
 
 
 class Pipeline(_Model):
@@ -245,9 +249,10 @@ class Pipeline(_Model):
         """Short hash of the fully resolved spec: same values, same hash, whatever the formatting."""
         data = self.model_dump(mode="json")
         for stage in data["stages"]:
-            if stage["overridable"] is None:
-                # Left out, as before the field existed: a spec that does not use it keeps its hash.
-                del stage["overridable"]
+            for optional in ("overridable", "runtime"):
+                if stage[optional] is None:
+                    # Left out, as before the field existed: a spec without it keeps its hash.
+                    del stage[optional]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
