@@ -159,6 +159,11 @@ class StageRuntime(_Model):
         return self
 
 
+def kubernetes_installed() -> bool:
+    """Whether the Kubernetes client can be imported here (without importing it)."""
+    return importlib.util.find_spec("kubernetes") is not None
+
+
 def check_runtimes(stages: list[tuple[int, LocatedDict]]) -> list[Problem]:
     """A stage with ``runtime.kubernetes`` where the ``kubernetes`` extra is not installed.
 
@@ -170,7 +175,7 @@ def check_runtimes(stages: list[tuple[int, LocatedDict]]) -> list[Problem]:
         runtime = stage.get("runtime")
         if not isinstance(runtime, LocatedDict) or "kubernetes" not in runtime:
             continue
-        if importlib.util.find_spec("kubernetes") is None:
+        if not kubernetes_installed():
             problems.append(
                 Problem(
                     f"stage '{stage['name']}' runs in a Kubernetes pod, but the Kubernetes client "

@@ -1,10 +1,14 @@
 """End to end on real Airflow processes: the docker-compose topology, without containers.
 
 PostgreSQL is the metadata database (a fresh database per run of this module), Redis the Celery
-broker; ``airflow api-server``, ``scheduler``, ``dag-processor`` and ``celery worker`` run as
-processes of this Python environment over a copy of this repo's ``dags/`` with three specs added.
-Everything goes through the REST API as a client would: trigger, watch, read the execution record
-and the task logs. Failure e-mails reach a real SMTP server on loopback.
+broker; ``airflow api-server``, ``scheduler``, ``dag-processor`` and two ``celery worker``\ s run
+as processes of this Python environment over a copy of this repo's ``dags/`` with three specs
+added. Everything goes through the REST API as a client would: trigger, watch, read the execution
+record and the task logs. Failure e-mails reach a real SMTP server on loopback.
+
+No shared disk: the workers (``celery-worker`` on the default queue, ``gpu-worker`` on ``gpu``,
+where the reference pipeline's ``train`` goes) each have their own temporary folder and copy of
+the dags folder, and the artifact root and the model registry are on S3 (moto on loopback).
 
 Skipped (with the reason) where PostgreSQL or Redis is not running; under ``CI=true`` they must be.
 Bounded: every wait has a timeout, and the fixture stops every process group it started.
@@ -14,14 +18,22 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
+import os
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from airflow_processes import AirflowApi, CeleryCluster, celery_cluster, head_commit, wait_until
 
 from airflow_mlpipe.testing.smtp import html_body, text_body
+
+# tests/conftest.py's moto server; its connection reaches the cluster's processes through env.
+S3_CONN_ID = "mlpipe_s3"
 
 pytestmark = pytest.mark.postgres
 
@@ -30,13 +42,17 @@ STAGES = ["extract", "transform_features", "train", "evaluate", "register"]
 
 OVERLAY = """\
 # The deployment tests' environment: manual runs only, so unpausing it starts no scheduled run;
-# the registry in the cluster's folder (a trigger may not change a registry).
+# train on the GPU workers' queue; the registry on S3 (a trigger may not change a registry).
 metadata:
   schedule: null
 stages:
+  - name: train
+    queue: {gpu_queue}
   - name: register
-    config: {{registry: "file://{registry}"}}
+    config: {{registry: "{registry}", conn_id: {conn_id}}}
 """
+GPU_QUEUE = "gpu"
+WORKERS = {"celery-worker": "default", "gpu-worker": GPU_QUEUE}
 #: A user who may trigger DAGs (SimpleAuthManager's "user" role) but, like anyone without write
 #: access to the spec folder, not author them.
 TRIGGERER = "triggerer"
@@ -79,27 +95,81 @@ stages:
 """
 
 
+@dataclass
+class Storage:
+    """The S3 buckets of the cluster, as their client sees them."""
+
+    client: Any
+    artifacts: str
+    registry: str
+
+    @property
+    def registry_uri(self) -> str:
+        return f"s3://{self.registry}/models"
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def versions(self) -> list[str]:
+        """The registered versions of recommender_training (those whose _COMPLETE is written)."""
+        prefix = "models/recommender_training/versions/"
+        return sorted(
+            key.removeprefix(prefix).split("/")[0]
+            for key in self.keys(self.registry, prefix)
+            if key.endswith("/_COMPLETE")
+        )
+
+
+@pytest.fixture(scope="module")
+def storage(s3_endpoint: str) -> Storage:
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="mlpipe-test-key",
+        aws_secret_access_key="mlpipe-test-secret",
+    )
+    suffix = uuid.uuid4().hex[:10]
+    buckets = Storage(client, f"e2e-artifacts-{suffix}", f"e2e-models-{suffix}")
+    for bucket in (buckets.artifacts, buckets.registry):
+        client.create_bucket(Bucket=bucket)
+    return buckets
+
+
 @pytest.fixture(scope="module")
 def cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, storage: Storage
 ) -> Iterator[CeleryCluster]:
     from airflow_mlpipe.demo_data import generate_user_events
 
     root = tmp_path_factory.mktemp("e2e")
     analytics = root / "analytics.db"
     generate_user_events(analytics, n_users=600, n_items=300, n_events=30_000)
+    overlay = OVERLAY.format(gpu_queue=GPU_QUEUE, registry=storage.registry_uri, conn_id=S3_CONN_ID)
     specs = {
-        f"recommender_training.{ENVIRONMENT}.yaml": OVERLAY.format(registry=root / "registry"),
+        f"recommender_training.{ENVIRONMENT}.yaml": overlay,
         "failing_pipeline.yaml": FAILING,
         "minutely_events.yaml": MINUTELY,
     }
-    env = {"AIRFLOW__MLPIPE__ENVIRONMENT": ENVIRONMENT, "AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics}"}
+    s3_connection = f"AIRFLOW_CONN_{S3_CONN_ID.upper()}"
+    env = {
+        "AIRFLOW__MLPIPE__ENVIRONMENT": ENVIRONMENT,
+        "AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics}",
+        s3_connection: os.environ[s3_connection],
+        "AIRFLOW__MLPIPE__ARTIFACT_ROOT": f"s3://{S3_CONN_ID}@{storage.artifacts}/runs",
+    }
     dag_ids = {"recommender_training", "failing_pipeline", "minutely_events"}
-    with celery_cluster(request.config, root, specs, dag_ids, env, users={TRIGGERER: "user"}) as started:
+    queues = {"gpu-worker": GPU_QUEUE}
+    with celery_cluster(
+        request.config, root, specs, dag_ids, env, users={TRIGGERER: "user"}, queues=queues
+    ) as started:
         yield started
 
 
-def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCluster):
+def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCluster, storage: Storage):
     api = cluster.api
     api.set_paused("recommender_training", False)
     conf = {"overrides": {"train": {"epochs": 12}}}
@@ -125,8 +195,9 @@ def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCl
     assert set(record["stage_durations"]) >= set(STAGES)
     assert "recall@10" in record["outputs"]["evaluate"]["metrics"]
     version_uri = record["outputs"]["register"]["artifacts"]["version"]
-    assert version_uri.startswith(f"file://{cluster.registry}/recommender_training/versions/")
-    assert (Path(version_uri.removeprefix("file://")) / "_COMPLETE").exists()
+    version = str(record["outputs"]["register"]["metrics"]["version"]).removesuffix(".0")
+    assert version_uri.endswith(f"{storage.registry}/models/recommender_training/versions/{version}")
+    assert version in storage.versions()
 
     # The plugin's API returns the same record with the run's trigger source from the database.
     entries = api.get("/mlpipe/api/pipelines/recommender_training/records")["records"]
@@ -150,6 +221,48 @@ def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCl
         assert f"Stage '{stage}' finished in" in log, log[-3000:]
     assert "Metric recall@10 =" in api.task_log("recommender_training", run_id, "evaluate")
     assert "Execution record: completed=" in api.task_log("recommender_training", run_id, "execution_record")
+
+
+def test_train_runs_on_the_gpu_worker_and_no_stage_reads_another_workers_disk(
+    cluster: CeleryCluster, storage: Storage
+):
+    api = cluster.api
+    api.set_paused("recommender_training", False)
+    run_id = latest_successful_run(api, "recommender_training", missing_ok=True)
+    if run_id is None:  # run on its own
+        run_id = api.trigger("recommender_training", {"overrides": {"train": {"epochs": 12}}})
+        run = api.wait_for_run("recommender_training", run_id, timeout=300)
+        assert run["state"] == "success", cluster.explain("recommender_training", run_id)
+
+    path = f"/api/v2/dags/recommender_training/dagRuns/{quote(run_id, safe='')}/taskInstances"
+    instances = {ti["task_id"]: ti for ti in api.get(path)["task_instances"]}
+    # train went to the gpu queue, which only gpu-worker consumes; the rest stayed on the default.
+    assert (instances["train"]["queue"], instances["train"]["hostname"]) == (GPU_QUEUE, "gpu-worker")
+    for task_id in [*STAGES, "execution_record"]:
+        if task_id != "train":
+            assert (instances[task_id]["queue"], instances[task_id]["hostname"]) == (
+                cluster.queue,
+                "celery-worker",
+            ), task_id
+
+    # What one stage hands the next is on S3: no local path of either worker anywhere.
+    record = api.xcom("recommender_training", run_id, "execution_record")
+    for stage, outputs in record["outputs"].items():
+        for uri in outputs["artifacts"].values():
+            on_s3 = (f"s3://{S3_CONN_ID}@{storage.artifacts}/runs/", f"s3://{S3_CONN_ID}@{storage.registry}/")
+            assert uri.startswith(on_s3), (stage, uri)
+    handed_over = json.dumps([record, *(api.xcom("recommender_training", run_id, s) for s in STAGES)])
+    assert "file://" not in handed_over
+    for worker in WORKERS:
+        assert str(cluster.worker_disk(worker)) not in handed_over
+    assert str(cluster.root) not in handed_over
+    # train read the features extract and transform_features wrote on the other worker.
+    train_log = api.task_log("recommender_training", run_id, "train")
+    assert f"Artifact dir: s3://{S3_CONN_ID}@{storage.artifacts}/runs/recommender_training/" in train_log
+    features = record["outputs"]["transform_features"]["artifacts"]["features"]
+    key = features.split(f"@{storage.artifacts}/", 1)[1]
+    stored = storage.keys(storage.artifacts, "runs/recommender_training/")
+    assert any(k == key or k.startswith(f"{key}/") for k in stored), (key, stored[:5])
 
 
 def test_an_unchanged_rerun_takes_every_cacheable_stage_from_the_cache(cluster: CeleryCluster):
@@ -191,14 +304,18 @@ def test_an_unchanged_rerun_takes_every_cacheable_stage_from_the_cache(cluster: 
     assert api.xcom("recommender_training", uncached, "execution_record")["stages_cached"] == []
 
 
-def latest_successful_run(api, dag_id: str) -> str:
+def latest_successful_run(api, dag_id: str, missing_ok: bool = False) -> Any:
     runs = api.get(f"/api/v2/dags/{dag_id}/dagRuns", order_by="-run_after", state="success")["dag_runs"]
+    if not runs and missing_ok:
+        return None
     return runs[0]["dag_run_id"]
 
 
-def test_a_user_who_may_only_trigger_cannot_change_what_the_spec_author_fixed(cluster: CeleryCluster):
+def test_a_user_who_may_only_trigger_cannot_change_what_the_spec_author_fixed(
+    cluster: CeleryCluster, storage: Storage
+):
     triggerer = AirflowApi(cluster.api.base_url, TRIGGERER, f"{TRIGGERER}-password")
-    versions = sorted((cluster.registry / "recommender_training" / "versions").iterdir())
+    versions = storage.versions()
     # What the security review did: another database and query, and a model past its gate.
     conf = {
         "overrides": {
@@ -224,7 +341,7 @@ def test_a_user_who_may_only_trigger_cannot_change_what_the_spec_author_fixed(cl
         "recommender_training", run_id, "extract"
     )
     assert "Extracting from connection" not in cluster.api.task_log("recommender_training", run_id, "extract")
-    assert sorted((cluster.registry / "recommender_training" / "versions").iterdir()) == versions
+    assert storage.versions() == versions
 
     # The same user may change what the spec lets a trigger change.
     allowed = triggerer.trigger("recommender_training", {"overrides": {"train": {"epochs": 3}}})
