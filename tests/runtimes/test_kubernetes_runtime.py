@@ -139,12 +139,12 @@ def test_what_the_spec_leaves_out_is_left_to_the_pod_template():
 
 def test_the_stage_pod_through_the_executors_pod_generation(tmp_path: Path):
     from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
-    from airflow.serialization.serialized_objects import SerializedDAG
+    from airflow.serialization.serialized_objects import DagSerialization
 
     folder = spec_with_runtime(tmp_path / "pipelines", TRAIN_RUNTIME)
     dag = build_dags(folder, "dev")["recommender_training"]
     # What the scheduler holds: the DAG after Airflow's serialization.
-    serialized = SerializedDAG.from_dict(SerializedDAG.to_dict(dag))
+    serialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
     executor_config = serialized.get_task("train").executor_config
     template = tmp_path / "pod_template.yaml"
     template.write_text(POD_TEMPLATE)
@@ -178,7 +178,8 @@ def test_the_stage_pod_through_the_executors_pod_generation(tmp_path: Path):
     assert env["WANDB_API_KEY"].value_from.secret_key_ref.name == "wandb"
     assert [source.secret_ref.name for source in container.env_from] == ["ml-credentials"]
     assert [mount.name for mount in container.volume_mounts] == ["logs"]
-    assert pod.spec.node_selector == {"kubernetes.io/os": "linux", "pool": "gpu"}
+    # The provider replaces the template's node selector with the stage's (it merges env and labels).
+    assert pod.spec.node_selector == {"pool": "gpu"}
     assert [(t.key, t.operator, t.effect) for t in pod.spec.tolerations] == [("gpu", "Exists", "NoSchedule")]
     assert pod.spec.service_account_name == "ml-training"
     assert pod.metadata.namespace == "ml"
