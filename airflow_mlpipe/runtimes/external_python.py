@@ -82,9 +82,7 @@ def run_external(
         request_path, result_path = Path(folder, "request.json"), Path(folder, "result.json")
         request_path.write_text(json.dumps(request, default=str))
         context.log.info("Running the component in %s", python)
-        returncode = _stream(
-            [python, "-c", BOOTSTRAP, str(request_path), str(result_path)], folder, context
-        )
+        returncode = _stream([python, "-c", BOOTSTRAP, str(request_path), str(result_path)], folder, context)
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
     if "outputs" in result and returncode == 0:
         return check_outputs(component, config, result["outputs"])
@@ -120,7 +118,9 @@ def _stream(command: list[str], cwd: str, context: ComponentContext) -> int:
             process.wait()
 
 
-def _failure(python: str, component: Component, returncode: int, error: Mapping[str, Any] | None) -> Exception:
+def _failure(
+    python: str, component: Component, returncode: int, error: Mapping[str, Any] | None
+) -> Exception:
     if error is None:
         return ExternalRuntimeError(
             f"component '{component.name}' in {python} exited with {returncode} without a result "

@@ -155,7 +155,9 @@ class StageRuntime(_Model):
     @model_validator(mode="after")
     def _absolute_python(self) -> StageRuntime:
         if self.python is not None and not self.python.startswith("/"):
-            raise ValueError(f"runtime.python must be an absolute path to an interpreter, got '{self.python}'")
+            raise ValueError(
+                f"runtime.python must be an absolute path to an interpreter, got '{self.python}'"
+            )
         return self
 
 

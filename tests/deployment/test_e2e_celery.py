@@ -1,7 +1,7 @@
 """End to end on real Airflow processes: the docker-compose topology, without containers.
 
 PostgreSQL is the metadata database (a fresh database per run of this module), Redis the Celery
-broker; ``airflow api-server``, ``scheduler``, ``dag-processor`` and two ``celery worker``\ s run
+broker; ``airflow api-server``, ``scheduler``, ``dag-processor`` and two Celery workers run
 as processes of this Python environment over a copy of this repo's ``dags/`` with three specs
 added. Everything goes through the REST API as a client would: trigger, watch, read the execution
 record and the task logs. Failure e-mails reach a real SMTP server on loopback.

@@ -9,6 +9,7 @@ fixture components on its path (a ``.pth`` file). A second environment has nothi
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import json
 import os
 import shutil
@@ -54,7 +55,9 @@ def lean_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = _venv(root / "venv")
     # Built from a copy: a build in the checkout would leave build/ and egg-info there.
     source, wheels = root / "source", root / "wheels"
-    shutil.copytree(REPO / "airflow_mlpipe", source / "airflow_mlpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "airflow_mlpipe", source / "airflow_mlpipe", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     # Without PYTHONPATH: pip would see this checkout's airflow_mlpipe as installed there.
@@ -63,7 +66,15 @@ def lean_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), str(source)]
     subprocess.run(build, check=True, cwd=root, env=env, capture_output=True)
     pinned = [f"{name}=={importlib.metadata.version(name)}" for name in CHILD_PACKAGES]
-    install = [*pip, "--python", str(python), "install", "--no-deps", *map(str, wheels.glob("*.whl")), *pinned]
+    install = [
+        *pip,
+        "--python",
+        str(python),
+        "install",
+        "--no-deps",
+        *map(str, wheels.glob("*.whl")),
+        *pinned,
+    ]
     subprocess.run(install, check=True, cwd=root, env=env)
     (_site_packages(python) / "mlpipe_fixture_components.pth").write_text(f"{FIXTURE_PACKAGES}\n")
     return python
@@ -96,7 +107,7 @@ def build(stages: dict[str, tuple[str, str | None]]) -> dict[str, ComponentOpera
             )
             for name, (component, python) in stages.items()
         ]
-        for upstream, downstream in zip(tasks, tasks[1:], strict=False):
+        for upstream, downstream in itertools.pairwise(tasks):
             upstream >> downstream
     return {task.task_id: task for task in tasks}
 

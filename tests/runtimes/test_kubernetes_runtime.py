@@ -77,7 +77,9 @@ spec:
 
 def spec_with_runtime(folder: Path, runtime: str, executor: str | None = None) -> Path:
     """The reference pipeline with ``runtime`` on its ``train`` stage."""
-    text = (Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "recommender_training.yaml").read_text()
+    text = (
+        Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "recommender_training.yaml"
+    ).read_text()
     if executor is not None:
         runtime += f"        executor: {executor}\n"
     marker = "    execution_timeout: 1h\n"
@@ -118,10 +120,14 @@ def test_the_issue_example_renders_the_base_container_and_the_pod_spec():
     assert container.env == [
         k8s.V1EnvVar(
             name="WANDB_API_KEY",
-            value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(name="wandb", key="api-key")),
+            value_from=k8s.V1EnvVarSource(
+                secret_key_ref=k8s.V1SecretKeySelector(name="wandb", key="api-key")
+            ),
         )
     ]
-    assert container.env_from == [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name="ml-credentials"))]
+    assert container.env_from == [
+        k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name="ml-credentials"))
+    ]
     assert pod.spec.node_selector == {"pool": "gpu"}
     assert pod.spec.tolerations == [k8s.V1Toleration(key="gpu", operator="Exists", effect="NoSchedule")]
     assert pod.spec.service_account_name == "ml-training"
@@ -170,7 +176,14 @@ def test_the_stage_pod_through_the_executors_pod_generation(tmp_path: Path):
     [container] = pod.spec.containers
     assert container.name == "base"
     assert container.image == "registry.example.com/ml/train:1.4"
-    assert container.args == ["airflow", "tasks", "run", "recommender_training", "train", "manual__2024-06-01"]
+    assert container.args == [
+        "airflow",
+        "tasks",
+        "run",
+        "recommender_training",
+        "train",
+        "manual__2024-06-01",
+    ]
     expected = {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
     assert container.resources.requests == expected and container.resources.limits == expected
     env = {variable.name: variable for variable in container.env}
@@ -206,14 +219,20 @@ def test_one_executor_leaves_the_stage_on_it(tmp_path: Path, monkeypatch: pytest
     task = train_task(spec_with_runtime(tmp_path / "pipelines", TRAIN_RUNTIME))
 
     assert task.executor is None
-    assert task.executor_config["pod_override"].spec.containers[0].image == "registry.example.com/ml/train:1.4"
+    assert (
+        task.executor_config["pod_override"].spec.containers[0].image == "registry.example.com/ml/train:1.4"
+    )
 
 
 @pytest.mark.parametrize(
     ("setting", "named", "chosen"),
     [
         ("CeleryExecutor,KubernetesExecutor", None, "KubernetesExecutor"),
-        ("LocalExecutor,k8s:airflow.providers.cncf.kubernetes.executors.kubernetes_executor.KubernetesExecutor", None, "k8s"),
+        (
+            "LocalExecutor,k8s:airflow.providers.cncf.kubernetes.executors.kubernetes_executor.KubernetesExecutor",
+            None,
+            "k8s",
+        ),
         ("CeleryExecutor,LocalExecutor", None, None),
         ("KubernetesExecutor", None, None),
         ("CeleryExecutor,gpu_pods:my_company.executors.GpuKubernetesExecutor", "gpu_pods", "gpu_pods"),

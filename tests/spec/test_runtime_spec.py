@@ -54,7 +54,9 @@ def test_gpus_are_whole_and_positive():
 
 def test_a_toleration_with_exists_takes_no_value():
     with pytest.raises(ValidationError, match="operator Exists has no value"):
-        KubernetesRuntime.model_validate({"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]})
+        KubernetesRuntime.model_validate(
+            {"tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]}
+        )
 
 
 def test_names_kubernetes_would_refuse_are_refused():
@@ -86,7 +88,8 @@ def test_a_bad_quantity_and_an_unknown_key_are_reported_with_file_and_line(tmp_p
         load_pipeline(path, "dev")
 
     text = caught.value.format()
-    assert f"{path}:10:39: stages[extract].runtime.kubernetes.resources.memory: '16GG' is not a Kubernetes quantity" in text
+    field = "stages[extract].runtime.kubernetes.resources.memory"
+    assert f"{path}:10:39: {field}: '16GG' is not a Kubernetes quantity" in text
     assert f"{path}:11:9: stages[extract].runtime.kubernetes.imgae: unknown field 'imgae'" in text
     assert "did you mean 'image'?" in text
 
@@ -117,7 +120,9 @@ def test_runtime_kubernetes_without_the_kubernetes_client_says_what_to_install(
 def test_a_stage_without_runtime_keeps_its_config_version_and_a_runtime_changes_it(tmp_path: Path):
     plain = load_pipeline(write(tmp_path), "dev")
     assert "runtime" not in plain.stages[0].model_dump(exclude_none=True)
-    with_python = load_pipeline(write(tmp_path, "    runtime: {python: /opt/venvs/torch/bin/python}\n"), "dev")
+    with_python = load_pipeline(
+        write(tmp_path, "    runtime: {python: /opt/venvs/torch/bin/python}\n"), "dev"
+    )
 
     assert with_python.stages[0].runtime == StageRuntime(python="/opt/venvs/torch/bin/python")
     assert with_python.config_version != plain.config_version
