@@ -9,6 +9,7 @@ fixture components on its path (a ``.pth`` file). A second environment has nothi
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import itertools
 import json
 import os
@@ -38,6 +39,10 @@ def _venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
+def _importable(*modules: str) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
 def _site_packages(python: Path) -> Path:
     out = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -63,7 +68,10 @@ def lean_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Without PYTHONPATH: pip would see this checkout's airflow_mlpipe as installed there.
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), str(source)]
+    # This environment's setuptools when it has the build requirements (fast, offline), else pip's
+    # isolated build.
+    isolation = ["--no-build-isolation"] if _importable("setuptools", "wheel") else []
+    build = [*pip, "wheel", "--no-deps", *isolation, "--wheel-dir", str(wheels), str(source)]
     subprocess.run(build, check=True, cwd=root, env=env, capture_output=True)
     pinned = [f"{name}=={importlib.metadata.version(name)}" for name in CHILD_PACKAGES]
     install = [
