@@ -34,6 +34,8 @@ from airflow_mlpipe.operators.sweep import add_sweep_tasks
 from airflow_mlpipe.pipeline_run import CACHE_PARAM, OVERRIDES_PARAM, PipelineRef
 from airflow_mlpipe.record import RECORD_TASK_ID
 from airflow_mlpipe.resolver import Component, resolve_component
+from airflow_mlpipe.runtimes import task_arguments as runtime_task_arguments
+from airflow_mlpipe.runtimes.kubernetes import RuntimeUnavailable
 from airflow_mlpipe.schedules import ScheduleError, dag_schedule, pipeline_asset
 from airflow_mlpipe.spec import (
     TASK_SETTINGS,
@@ -71,13 +73,16 @@ def build_dags(spec_folder: str | os.PathLike[str], environment: str | None = No
         cache=open_spec_cache(cache_dir) if cache_dir else None,
     )
     dags: dict[str, DAG] = {}
+    errors = dict(result.errors)
     for name, pipeline in result.pipelines.items():
         try:
             dags[name] = build_dag(pipeline, prefixes)
         except ScheduleError as exc:  # an asset URI that only Airflow's normaliser refuses
             where = Location(pipeline.sources[0], 1, 1) if pipeline.sources else None
-            result.errors[name] = SpecError([Problem(str(exc), where, "metadata.schedule.assets")])
-    for name, error in result.errors.items():
+            errors[name] = SpecError([Problem(str(exc), where, "metadata.schedule.assets")])
+        except RuntimeUnavailable as exc:  # e.g. an executor this deployment does not configure
+            errors[name] = _runtime_error(pipeline, exc)
+    for name, error in errors.items():
         log.error("Invalid pipeline spec '%s':\n%s", name, error.format())
         placeholder = build_placeholder_dag(name, error)
         dags[placeholder.dag_id] = placeholder
@@ -162,6 +167,7 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
                 outlets=_outlets(components[stage.name], stage.config, pipeline.name),
                 doc_md=f"Component `{stage.component}`",
                 **settings,
+                **runtime_task_arguments(stage.runtime),
             )
         record = ExecutionRecordOperator(
             task_id=RECORD_TASK_ID,
@@ -220,6 +226,14 @@ def build_placeholder_dag(name: str, error: SpecError) -> DAG:
     with dag:
         PythonOperator(task_id="invalid_spec", python_callable=_fail_invalid_spec, op_args=[error.format()])
     return dag
+
+
+def _runtime_error(pipeline: Pipeline, exc: RuntimeUnavailable) -> SpecError:
+    """A spec whose ``runtime`` this deployment cannot give, as the problem of its placeholder DAG."""
+    from airflow_mlpipe.spec import Location, Problem
+
+    location = Location(pipeline.sources[0] if pipeline.sources else pipeline.name, 1, 1)
+    return SpecError([Problem(str(exc), location, "runtime", "see the section on runtimes in the README")])
 
 
 def _fail_invalid_spec(message: str) -> None:

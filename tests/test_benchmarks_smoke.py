@@ -26,6 +26,7 @@ SCRIPTS = [
     ("recommenders.py", ["--quick"], "## Test split"),
     ("validate_spec.py", ["--quick"], "valid spec (dev)"),
     ("stage_cache.py", ["--quick"], "## Reference pipeline: second run"),
+    ("scale_footprint.py", ["--quick"], "## XCom per run"),
 ]
 
 

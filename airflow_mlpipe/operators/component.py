@@ -31,6 +31,7 @@ from airflow_mlpipe.pipeline_run import (
 )
 from airflow_mlpipe.resolver import resolve_component
 from airflow_mlpipe.runner import run_stage
+from airflow_mlpipe.runtimes.external_python import run_external
 
 if TYPE_CHECKING:
     import jinja2
@@ -55,6 +56,7 @@ class ComponentOperator(BaseOperator):
     :param cache_ttl: how old a cache entry may be to count; ``None``: any age
     :param stage: the stage this task runs, when its task id is not the stage's name (a sweep's
         variants); names its overrides, its cache entries and ``context.stage``
+    :param python: run the component in this interpreter (``runtime.python``); ``None``: here
     """
 
     template_fields: Sequence[str] = ("config",)
@@ -70,6 +72,7 @@ class ComponentOperator(BaseOperator):
         cache: bool = False,
         cache_ttl: timedelta | None = None,
         stage: str | None = None,
+        python: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,6 +82,7 @@ class ComponentOperator(BaseOperator):
         self.pipeline = pipeline
         self.cache = cache
         self.cache_ttl = cache_ttl
+        self.python = python
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         import jinja2
@@ -178,7 +182,11 @@ class ComponentOperator(BaseOperator):
             outlet_events=context.get("outlet_events"),
         )
         try:
-            outputs = run_stage(component, config, component_context)
+            if self.python is not None:
+                prefixes = settings.component_modules()
+                outputs = run_external(self.python, component, config, component_context, prefixes)
+            else:
+                outputs = run_stage(component, config, component_context)
         except ContractError as exc:
             raise AirflowFailException(f"stage '{self.stage}': {exc}") from None
         outputs = outputs.with_digests(self._digests(outputs))

@@ -25,6 +25,7 @@ from airflow_mlpipe.spec.models import AssetSchedule, Pipeline
 from airflow_mlpipe.spec.overlays import merge_overlay
 from airflow_mlpipe.spec.pydantic_errors import validation_problems
 from airflow_mlpipe.spec.reader import LocatedDict, parse_yaml, read_yaml_file
+from airflow_mlpipe.spec.runtime import check_runtimes
 from airflow_mlpipe.spec.spec_cache import SpecCache
 
 
@@ -227,6 +228,7 @@ def validate_spec(data: Any, files: SpecFiles, component_modules: Sequence[str] 
     problems += components.problems
     problems += checks.check_templates(stages)
     problems += checks.check_declared_io(stages, components)
+    problems += check_runtimes(stages)
     if problems or pipeline is None:
         raise SpecError(problems, components.warnings)
     return pipeline.bind(pipeline.environment, pipeline.sources, tuple(components.warnings))

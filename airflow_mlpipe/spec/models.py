@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from airflow_mlpipe.spec.errors import Problem
+from airflow_mlpipe.spec.runtime import StageRuntime
 from airflow_mlpipe.spec.sweeps import Sweep
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,199}$"
@@ -301,6 +302,9 @@ class PipelineStage(StageSettings):
     approval: StageApproval | None = Field(
         None, description="wait for a person to approve the stage before it runs"
     )
+    runtime: StageRuntime | None = Field(
+        None, description="where the component runs: a Kubernetes pod, another Python interpreter"
+    )
 
 
 class Pipeline(_Model):
@@ -338,7 +342,7 @@ class Pipeline(_Model):
         """Short hash of the fully resolved spec: same values, same hash, whatever the formatting."""
         data = self.model_dump(mode="json")
         for stage in data["stages"]:
-            for optional in ("overridable", "sweep", "approval"):
+            for optional in ("overridable", "sweep", "approval", "runtime"):
                 if stage[optional] is None:
                     # Left out, as before the field existed: a spec that does not use it keeps its hash.
                     del stage[optional]

@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,12 +108,13 @@ class AirflowProcesses:
             )
         return result
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``airflow ARGS`` as ``name``; ``env`` adds to (or overrides) the shared environment."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
                 [AIRFLOW, *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -313,6 +315,12 @@ def head_commit(repo: Path) -> str:
     ).stdout.strip()
 
 
+#: ``[core] hostname_callable`` of the cluster: a worker's name (``MLPIPE_TEST_WORKER_NAME``) as the
+#: hostname its task instances report, so that the REST API tells the workers apart.
+HOSTNAME_CALLABLE = "mlpipe_worker_name.worker_name"
+WORKER_FIXTURE = Path(__file__).resolve().parent / "worker_fixture"
+
+
 @dataclass
 class CeleryCluster:
     """api-server, scheduler, dag-processor and Celery workers on PostgreSQL and Redis."""
@@ -328,8 +336,27 @@ class CeleryCluster:
     def registry(self) -> Path:
         return self.root / "registry"
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        return self.processes.start(name, *celery_worker_args(name, self.queue))
+    def start_worker(self, name: str, queue: str | None = None) -> subprocess.Popen[bytes]:
+        """A Celery worker on ``queue`` (default: the cluster's) with a disk of its own.
+
+        The worker's temporary folder and its copy of the dags folder are its own, as on a
+        machine of its own: nothing it writes locally is seen by another worker.
+        """
+        local = self.worker_disk(name)
+        dags = local / "dags"
+        if not dags.exists():
+            shutil.copytree(self.dags, dags, symlinks=True)
+        (local / "tmp").mkdir(parents=True, exist_ok=True)
+        env = {
+            "TMPDIR": str(local / "tmp"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "MLPIPE_TEST_WORKER_NAME": name,
+        }
+        return self.processes.start(name, *celery_worker_args(name, queue or self.queue), env=env)
+
+    def worker_disk(self, name: str) -> Path:
+        """The folder standing for worker ``name``'s local disk."""
+        return self.root / "workers" / name
 
     def explain(self, dag_id: str, run_id: str) -> str:
         """The run's task states, the failed tasks' logs and the scheduler's log, for a failed assertion."""
@@ -351,12 +378,15 @@ def celery_cluster(
     dag_ids: set[str],
     env: Mapping[str, str] | None = None,
     users: Mapping[str, str] | None = None,
+    queues: Mapping[str, str] | None = None,
 ) -> Iterator[CeleryCluster]:
     """The compose topology as processes over a copy of ``dags/`` plus ``specs``, on a fresh database.
 
     Yields once the api-server answers and ``dag_ids`` are parsed; ``env`` adds or overrides
-    settings, ``users`` adds SimpleAuthManager users (name -> role) beside ``admin``. Skips (fails
-    under ``CI=true``) without PostgreSQL, Redis or the Celery provider.
+    settings, ``users`` adds SimpleAuthManager users (name -> role) beside ``admin``, ``queues``
+    adds Celery workers (name -> queue) beside ``celery-worker`` on the default queue. Each
+    worker has a local disk of its own (:meth:`CeleryCluster.start_worker`). Skips (fails under
+    ``CI=true``) without PostgreSQL, Redis or the Celery provider.
     Stops every process group, drops the database and this cluster's broker keys on exit.
     """
     require_service(config, "PostgreSQL", PG_HOST, PG_PORT)
@@ -397,11 +427,18 @@ def celery_cluster(
             AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__MLPIPE__ARTIFACT_ROOT=f"file://{root / 'artifacts'}",
+            # Every key of this cluster on the shared Redis carries its name: queues called
+            # 'gpu' in two clusters at once stay apart.
+            AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX=f"{queue}:",
+            AIRFLOW__CORE__HOSTNAME_CALLABLE=HOSTNAME_CALLABLE,
             **smtp.connection_env(),
-            **(env or {}),
-        ),
+        )
+        | dict(env or {}),  # the caller's settings win
         root / "logs",
     )
+    # The hostname callable's module, whatever PYTHONPATH ``env`` set.
+    path = processes.env.get("PYTHONPATH")
+    processes.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WORKER_FIXTURE), path]))
     admin = _admin_connection()
     admin.cursor().execute(f'CREATE DATABASE "{database}"')
     smtp.controller.start()
@@ -410,14 +447,17 @@ def celery_cluster(
         processes.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port))
         processes.start("scheduler", "scheduler")
         processes.start("dag-processor", "dag-processor")
-        processes.start("celery-worker", *celery_worker_args("celery-worker", queue))
+        cluster = CeleryCluster(None, processes, smtp, root, dags, queue)  # type: ignore[arg-type]
+        cluster.start_worker("celery-worker")
+        for name, worker_queue in (queues or {}).items():
+            cluster.start_worker(name, worker_queue)
 
         def api_up() -> bool:
             processes.check_alive()
             return httpx.get(f"{base_url}/api/v2/version", timeout=5).status_code == 200
 
         wait_until(api_up, 120, "the api-server")
-        cluster_api = AirflowApi(base_url, "admin", "admin-password")
+        cluster_api = cluster.api = AirflowApi(base_url, "admin", "admin-password")
 
         def dags_parsed() -> bool:
             processes.check_alive()
@@ -425,7 +465,7 @@ def celery_cluster(
             return dag_ids <= ids
 
         wait_until(dags_parsed, 120, "the dag-processor to parse the specs", interval=2)
-        yield CeleryCluster(cluster_api, processes, smtp, root, dags, queue)
+        yield cluster
     finally:
         processes.stop()
         smtp.controller.stop()
@@ -464,3 +504,29 @@ def _drop_broker_keys(redis_db: int, queue: str) -> None:
                 client.zrem("unacked_index", tag)
     except Exception:  # cleanup only
         pass
+
+
+@dataclass
+class E2eStorage:
+    """The S3 buckets of the Celery deployment, as their client sees them."""
+
+    client: Any
+    artifacts: str
+    registry: str
+
+    @property
+    def registry_uri(self) -> str:
+        return f"s3://{self.registry}/models"
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def versions(self) -> list[str]:
+        """The registered versions of recommender_training (those whose _COMPLETE is written)."""
+        prefix = "models/recommender_training/versions/"
+        return sorted(
+            key.removeprefix(prefix).split("/")[0]
+            for key in self.keys(self.registry, prefix)
+            if key.endswith("/_COMPLETE")
+        )

@@ -11,8 +11,11 @@ team folder, ``dags/ranking/`` with its own loader file, holds ``ranking_feature
 hostile spec nested 30,000 levels deep (``deep_nesting.yaml``).
 
 ``e2e_cluster`` (once per session): the docker-compose topology as processes (api-server,
-scheduler, dag-processor, Celery worker on PostgreSQL and Redis) over ``dags/`` plus the specs of
-``e2e_specs.py``, for ``test_e2e_celery.py`` and ``test_assets_approval.py``.
+scheduler, dag-processor, two Celery workers on PostgreSQL and Redis) over ``dags/`` plus the specs
+of ``e2e_specs.py``, for ``test_e2e_celery.py`` and ``test_assets_approval.py``. No shared disk: the
+workers (``celery-worker`` on the default queue, ``gpu-worker`` on ``gpu``, where the reference
+pipeline's ``train`` goes) each have their own temporary folder and copy of the dags folder, and
+the artifact root and the model registry are on S3 (``e2e_storage``, moto on loopback).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from airflow_processes import (
     AirflowApi,
     AirflowProcesses,
     CeleryCluster,
+    E2eStorage,
     celery_cluster,
     clean_environment,
     copy_dags,
@@ -120,8 +124,26 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
 
 
 @pytest.fixture(scope="session")
+def e2e_storage(s3_endpoint: str) -> E2eStorage:
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="mlpipe-test-key",
+        aws_secret_access_key="mlpipe-test-secret",
+    )
+    suffix = uuid.uuid4().hex[:10]
+    buckets = E2eStorage(client, f"e2e-artifacts-{suffix}", f"e2e-models-{suffix}")
+    for bucket in (buckets.artifacts, buckets.registry):
+        client.create_bucket(Bucket=bucket)
+    return buckets
+
+
+@pytest.fixture(scope="session")
 def e2e_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, e2e_storage: E2eStorage
 ) -> Iterator[CeleryCluster]:
     import e2e_specs
 
@@ -130,21 +152,27 @@ def e2e_cluster(
     root = tmp_path_factory.mktemp("e2e")
     analytics = root / "analytics.db"
     generate_user_events(analytics, n_users=600, n_items=300, n_events=30_000)
+    overlay = e2e_specs.OVERLAY.format(
+        gpu_queue=e2e_specs.GPU_QUEUE, registry=e2e_storage.registry_uri, conn_id=e2e_specs.S3_CONN_ID
+    )
     specs = {
-        f"recommender_training.{e2e_specs.ENVIRONMENT}.yaml": e2e_specs.OVERLAY.format(
-            registry=root / "registry"
-        ),
+        f"recommender_training.{e2e_specs.ENVIRONMENT}.yaml": overlay,
         "failing_pipeline.yaml": e2e_specs.FAILING,
         "minutely_events.yaml": e2e_specs.MINUTELY,
         **e2e_specs.SPECS_FOR_ASSETS_AND_APPROVALS,
     }
+    s3_connection = f"AIRFLOW_CONN_{e2e_specs.S3_CONN_ID.upper()}"
     env = {
         "AIRFLOW__MLPIPE__ENVIRONMENT": e2e_specs.ENVIRONMENT,
         "AIRFLOW_CONN_ANALYTICS_DB": f"sqlite:///{analytics}",
+        s3_connection: os.environ[s3_connection],
+        # No file:// anywhere: what one worker writes, another reads from S3.
+        "AIRFLOW__MLPIPE__ARTIFACT_ROOT": f"s3://{e2e_specs.S3_CONN_ID}@{e2e_storage.artifacts}/runs",
     }
     dag_ids = {name.partition(".")[0] for name in specs} | {"recommender_training"}
     users = {e2e_specs.TRIGGERER: "user"}
-    with celery_cluster(request.config, root, specs, dag_ids, env, users=users) as started:
+    queues = {"gpu-worker": e2e_specs.GPU_QUEUE}
+    with celery_cluster(request.config, root, specs, dag_ids, env, users=users, queues=queues) as started:
         yield started
 
 

@@ -11,13 +11,20 @@ STAGES = ["extract", "transform_features", "train", "evaluate", "register"]
 
 OVERLAY = """\
 # The deployment tests' environment: manual runs only, so unpausing it starts no scheduled run;
-# the registry in the cluster's folder (a trigger may not change a registry).
+# train on the GPU workers' queue; the registry on S3 (a trigger may not change a registry).
 metadata:
   schedule: null
 stages:
+  - name: train
+    queue: {gpu_queue}
   - name: register
-    config: {{registry: "file://{registry}"}}
+    config: {{registry: "{registry}", conn_id: {conn_id}}}
 """
+GPU_QUEUE = "gpu"
+#: The cluster's workers: each has its own temporary folder and copy of the dags folder.
+WORKERS = {"celery-worker": "default", "gpu-worker": GPU_QUEUE}
+#: tests/conftest.py's moto server; its connection reaches the cluster's processes through env.
+S3_CONN_ID = "mlpipe_s3"
 #: A user who may trigger DAGs (SimpleAuthManager's "user" role) but, like anyone without write
 #: access to the spec folder, not author them.
 TRIGGERER = "triggerer"

@@ -304,3 +304,13 @@ def test_connections_and_mlpipe_settings_point_at_the_services(services):
     created = command(services["minio-init"])
     for bucket in buckets:
         assert f"local/{bucket}" in created, f"minio-init does not create bucket {bucket}"
+
+
+def test_a_second_worker_takes_the_gpu_queue_and_shares_no_disk_with_the_first(services):
+    gpu, default = services["airflow-worker-gpu"], services["airflow-worker"]
+    assert command(gpu) == "celery worker --queues gpu"
+    assert command(default) == "celery worker"  # [operators] default_queue: every other stage
+    assert "healthcheck" in gpu
+    assert gpu["environment"]["AIRFLOW__MLPIPE__ARTIFACT_ROOT"].startswith("s3://")
+    # The only volumes are the deployment's own (dags, plugins, logs, auth, demo data), none for artifacts.
+    assert not any("artifacts" in source or "registry" in source for source, _ in mounts(gpu))

@@ -1,11 +1,12 @@
 """End to end on real Airflow processes: the docker-compose topology, without containers.
 
 PostgreSQL is the metadata database (a fresh database per run of this module), Redis the Celery
-broker; ``airflow api-server``, ``scheduler``, ``dag-processor`` and ``celery worker`` run as
+broker; ``airflow api-server``, ``scheduler``, ``dag-processor`` and two Celery workers run as
 processes of this Python environment over a copy of this repo's ``dags/`` with the specs of
-``e2e_specs.py`` added (``e2e_cluster`` in ``conftest.py``, one deployment per session).
-Everything goes through the REST API as a client would: trigger, watch, read the execution record
-and the task logs. Failure e-mails reach a real SMTP server on loopback.
+``e2e_specs.py`` added (``e2e_cluster`` in ``conftest.py``, one deployment per session). No shared
+disk: two workers with their own temporary folders (``train`` on the ``gpu`` queue), artifacts and
+registry on S3. Everything goes through the REST API as a client would: trigger, watch, read the
+execution record and the task logs. Failure e-mails reach a real SMTP server on loopback.
 
 Skipped (with the reason) where PostgreSQL or Redis is not running; under ``CI=true`` they must be.
 Bounded: every wait has a timeout, and the fixture stops every process group it started.
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 from datetime import datetime, timedelta
-from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
-from airflow_processes import AirflowApi, CeleryCluster, head_commit, wait_until
-from e2e_specs import ENVIRONMENT, STAGES, TRIGGERER
+from airflow_processes import AirflowApi, CeleryCluster, E2eStorage, head_commit, wait_until
+from e2e_specs import ENVIRONMENT, GPU_QUEUE, S3_CONN_ID, STAGES, TRIGGERER, WORKERS
 
 from airflow_mlpipe.testing.smtp import html_body, text_body
 
@@ -33,7 +36,13 @@ def cluster(e2e_cluster: CeleryCluster) -> CeleryCluster:
     return e2e_cluster
 
 
-def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCluster):
+@pytest.fixture
+def storage(e2e_storage: E2eStorage) -> E2eStorage:
+    """The deployment's S3 buckets: its artifact root and its model registry."""
+    return e2e_storage
+
+
+def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCluster, storage: E2eStorage):
     api = cluster.api
     api.set_paused("recommender_training", False)
     conf = {"overrides": {"train": {"epochs": 12}}}
@@ -59,8 +68,9 @@ def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCl
     assert set(record["stage_durations"]) >= set(STAGES)
     assert "recall@10" in record["outputs"]["evaluate"]["metrics"]
     version_uri = record["outputs"]["register"]["artifacts"]["version"]
-    assert version_uri.startswith(f"file://{cluster.registry}/recommender_training/versions/")
-    assert (Path(version_uri.removeprefix("file://")) / "_COMPLETE").exists()
+    version = str(record["outputs"]["register"]["metrics"]["version"]).removesuffix(".0")
+    assert version_uri.endswith(f"{storage.registry}/models/recommender_training/versions/{version}")
+    assert version in storage.versions()
 
     # The plugin's API returns the same record with the run's trigger source from the database.
     entries = api.get("/mlpipe/api/pipelines/recommender_training/records")["records"]
@@ -84,6 +94,48 @@ def test_rest_api_trigger_runs_recommender_training_to_success(cluster: CeleryCl
         assert f"Stage '{stage}' finished in" in log, log[-3000:]
     assert "Metric recall@10 =" in api.task_log("recommender_training", run_id, "evaluate")
     assert "Execution record: completed=" in api.task_log("recommender_training", run_id, "execution_record")
+
+
+def test_train_runs_on_the_gpu_worker_and_no_stage_reads_another_workers_disk(
+    cluster: CeleryCluster, storage: E2eStorage
+):
+    api = cluster.api
+    api.set_paused("recommender_training", False)
+    run_id = latest_successful_run(api, "recommender_training", missing_ok=True)
+    if run_id is None:  # run on its own
+        run_id = api.trigger("recommender_training", {"overrides": {"train": {"epochs": 12}}})
+        run = api.wait_for_run("recommender_training", run_id, timeout=300)
+        assert run["state"] == "success", cluster.explain("recommender_training", run_id)
+
+    path = f"/api/v2/dags/recommender_training/dagRuns/{quote(run_id, safe='')}/taskInstances"
+    instances = {ti["task_id"]: ti for ti in api.get(path)["task_instances"]}
+    # train went to the gpu queue, which only gpu-worker consumes; the rest stayed on the default.
+    assert (instances["train"]["queue"], instances["train"]["hostname"]) == (GPU_QUEUE, "gpu-worker")
+    for task_id in [*STAGES, "execution_record"]:
+        if task_id != "train":
+            assert (instances[task_id]["queue"], instances[task_id]["hostname"]) == (
+                cluster.queue,
+                "celery-worker",
+            ), task_id
+
+    # What one stage hands the next is on S3: no local path of either worker anywhere.
+    record = api.xcom("recommender_training", run_id, "execution_record")
+    for stage, outputs in record["outputs"].items():
+        for uri in outputs["artifacts"].values():
+            on_s3 = (f"s3://{S3_CONN_ID}@{storage.artifacts}/runs/", f"s3://{S3_CONN_ID}@{storage.registry}/")
+            assert uri.startswith(on_s3), (stage, uri)
+    handed_over = json.dumps([record, *(api.xcom("recommender_training", run_id, s) for s in STAGES)])
+    assert "file://" not in handed_over
+    for worker in WORKERS:
+        assert str(cluster.worker_disk(worker)) not in handed_over
+    assert str(cluster.root) not in handed_over
+    # train read the features extract and transform_features wrote on the other worker.
+    train_log = api.task_log("recommender_training", run_id, "train")
+    assert f"Artifact dir: s3://{S3_CONN_ID}@{storage.artifacts}/runs/recommender_training/" in train_log
+    features = record["outputs"]["transform_features"]["artifacts"]["features"]
+    key = features.split(f"@{storage.artifacts}/", 1)[1]
+    stored = storage.keys(storage.artifacts, "runs/recommender_training/")
+    assert any(k == key or k.startswith(f"{key}/") for k in stored), (key, stored[:5])
 
 
 def test_an_unchanged_rerun_takes_every_cacheable_stage_from_the_cache(cluster: CeleryCluster):
@@ -125,14 +177,18 @@ def test_an_unchanged_rerun_takes_every_cacheable_stage_from_the_cache(cluster: 
     assert api.xcom("recommender_training", uncached, "execution_record")["stages_cached"] == []
 
 
-def latest_successful_run(api, dag_id: str) -> str:
+def latest_successful_run(api, dag_id: str, missing_ok: bool = False) -> Any:
     runs = api.get(f"/api/v2/dags/{dag_id}/dagRuns", order_by="-run_after", state="success")["dag_runs"]
+    if not runs and missing_ok:
+        return None
     return runs[0]["dag_run_id"]
 
 
-def test_a_user_who_may_only_trigger_cannot_change_what_the_spec_author_fixed(cluster: CeleryCluster):
+def test_a_user_who_may_only_trigger_cannot_change_what_the_spec_author_fixed(
+    cluster: CeleryCluster, storage: E2eStorage
+):
     triggerer = AirflowApi(cluster.api.base_url, TRIGGERER, f"{TRIGGERER}-password")
-    versions = sorted((cluster.registry / "recommender_training" / "versions").iterdir())
+    versions = storage.versions()
     # What the security review did: another database and query, and a model past its gate.
     conf = {
         "overrides": {
@@ -158,7 +214,7 @@ def test_a_user_who_may_only_trigger_cannot_change_what_the_spec_author_fixed(cl
         "recommender_training", run_id, "extract"
     )
     assert "Extracting from connection" not in cluster.api.task_log("recommender_training", run_id, "extract")
-    assert sorted((cluster.registry / "recommender_training" / "versions").iterdir()) == versions
+    assert storage.versions() == versions
 
     # The same user may change what the spec lets a trigger change.
     allowed = triggerer.trigger("recommender_training", {"overrides": {"train": {"epochs": 3}}})
