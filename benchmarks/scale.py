@@ -120,13 +120,19 @@ def child_stage(stage: str, upstream_file: str, out_dir: str, epochs: int) -> No
     plugins = benchlib.load_airflow_plugins()
     context = _context(stage, inputs, out_dir)
     rss_before = benchlib.peak_rss_mb()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = component.run(config, context)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     outputs = {"artifacts": dict(result["artifacts"]), "metrics": dict(result["metrics"])}
     Path(out_dir, "outputs.json").write_text(json.dumps(outputs))
     benchlib.emit(
-        {"seconds": seconds, "rss_before_mb": rss_before, "plugins_s": plugins, "metrics": outputs["metrics"]}
+        {
+            "seconds": seconds,
+            "cpu_s": cpu,
+            "rss_before_mb": rss_before,
+            "plugins_s": plugins,
+            "metrics": outputs["metrics"],
+        }
     )
 
 
