@@ -4,10 +4,10 @@ The generator draws users and items from ``n_clusters`` latent taste groups. Eac
 with probability ``taste_strength``, an item of the user's own group, otherwise any item; in both
 cases items are weighted by a Zipf popularity, so a few items are very popular (what a popularity
 baseline exploits) while the groups give matrix factorisation structure to learn. Users' activity
-is heavy-tailed too (log-normal, or a Zipf power law with ``user_zipf_exponent``). Each event is a ``view``, ``click`` or ``purchase`` (purchases
-are likelier within the user's taste), whose ``value`` is the dwell time in seconds for views and
-clicks and the item's price for purchases. Timestamps are uniform over the ``days`` before
-``end_date``.
+is heavy-tailed too (log-normal, or a Zipf power law with ``user_zipf_exponent``). Each event is
+a ``view``, ``click`` or ``purchase`` (purchases are likelier within the user's taste), whose
+``value`` is the dwell time in seconds for views and clicks and the item's price for purchases.
+Timestamps are uniform over the ``days`` before ``end_date``.
 
 The table written is ``user_events(user_id INTEGER, item_id INTEGER, event_type TEXT, value REAL,
 date TEXT)``, ``date`` as ``YYYY-MM-DD HH:MM:SS`` (UTC), indexed. Only the stdlib ``sqlite3`` and
@@ -85,7 +85,8 @@ def generate_user_events(
     if user_zipf_exponent is None:
         activity = rng.lognormal(mean=0.0, sigma=0.8, size=n_users)
     else:
-        activity = (1.0 / np.arange(1, n_users + 1) ** user_zipf_exponent)[rng.permutation(n_users)]
+        ranks = np.arange(1, n_users + 1, dtype=np.float64)
+        activity = np.power(ranks, -user_zipf_exponent)[rng.permutation(n_users)]
     event_user = rng.choice(n_users, size=n_events, p=activity / activity.sum())
 
     # Items per event: from the user's taste group with probability taste_strength, else from all.

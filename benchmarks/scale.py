@@ -209,7 +209,13 @@ def report(raw: dict[str, Any], sizes: list[int], epochs: int) -> None:
         chain = raw["sizes"][str(events)]["chains"][0]
         features, train = chain["features"]["metrics"], chain["train"]["metrics"]
         rows.append(
-            [events, features["users"], features["items"], features["interactions"], train["train_interactions"]]
+            [
+                events,
+                features["users"],
+                features["items"],
+                features["interactions"],
+                train["train_interactions"],
+            ]
         )
     print(benchlib.table(["events", "users", "items", "user-item pairs", "pairs trained on"], rows))
 
