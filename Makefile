@@ -47,6 +47,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/extract_postgres.py --quick
 	$(BIN)/python benchmarks/train_evaluate.py --quick
 	$(BIN)/python benchmarks/stage_cache.py --quick
+	$(BIN)/python benchmarks/scale.py --quick
 
 schema: $(INSTALLED)
 	$(BIN)/mlpipe schema --output schema/pipeline.schema.json

@@ -17,7 +17,7 @@ Each child imports what the stage needs and loads Airflow's plugins before its c
 worker's task runner has done before ``execute``. Peak RSS is the whole process (Airflow imports
 included), which is what a worker's memory limit sees.
 
-    python benchmarks/scale.py                     # 1M, 5M, 20M events, 3 rounds (~20 min)
+    python benchmarks/scale.py                     # 1M, 5M, 20M events, 3 rounds (~20 min, quiet machine)
     python benchmarks/scale.py --sizes 1000000 --rounds 1
     python benchmarks/scale.py --quick             # 20k and 60k events, one round (smoke test)
 """

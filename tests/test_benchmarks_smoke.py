@@ -25,6 +25,7 @@ SCRIPTS = [
     ("train_evaluate.py", ["--quick"], "## Training on"),
     ("validate_spec.py", ["--quick"], "valid spec (dev)"),
     ("stage_cache.py", ["--quick"], "## Reference pipeline: second run"),
+    ("scale.py", ["--quick"], "## Stages at scale"),
 ]
 
 
