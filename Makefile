@@ -49,6 +49,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/recommenders.py --quick
 	$(BIN)/python benchmarks/stage_cache.py --quick
 	$(BIN)/python benchmarks/scale_footprint.py --quick
+	$(BIN)/python benchmarks/scale.py --quick
 
 schema: $(INSTALLED)
 	$(BIN)/mlpipe schema --output schema/pipeline.schema.json

@@ -4,10 +4,10 @@ The generator draws users and items from ``n_clusters`` latent taste groups. Eac
 with probability ``taste_strength``, an item of the user's own group, otherwise any item; in both
 cases items are weighted by a Zipf popularity, so a few items are very popular (what a popularity
 baseline exploits) while the groups give matrix factorisation structure to learn. Users' activity
-is heavy-tailed too (log-normal). Each event is a ``view``, ``click`` or ``purchase`` (purchases
-are likelier within the user's taste), whose ``value`` is the dwell time in seconds for views and
-clicks and the item's price for purchases. Timestamps are uniform over the ``days`` before
-``end_date``.
+is heavy-tailed too (log-normal, or a Zipf power law with ``user_zipf_exponent``). Each event is
+a ``view``, ``click`` or ``purchase`` (purchases are likelier within the user's taste), whose
+``value`` is the dwell time in seconds for views and clicks and the item's price for purchases.
+Timestamps are uniform over the ``days`` before ``end_date``.
 
 The table written is ``user_events(user_id INTEGER, item_id INTEGER, event_type TEXT, value REAL,
 date TEXT)``, ``date`` as ``YYYY-MM-DD HH:MM:SS`` (UTC), indexed. Only the stdlib ``sqlite3`` and
@@ -26,6 +26,9 @@ from pathlib import Path
 
 EVENT_TYPES = ("view", "click", "purchase")
 TABLE = "user_events"
+
+#: Rows converted to Python objects and inserted at a time.
+_INSERT_CHUNK = 500_000
 
 _DDL = f"""
 CREATE TABLE {TABLE} (
@@ -49,12 +52,16 @@ def generate_user_events(
     n_clusters: int = 16,
     taste_strength: float = 0.8,
     zipf_exponent: float = 0.9,
+    user_zipf_exponent: float | None = None,
 ) -> int:
     """Write ``n_events`` synthetic events into the ``user_events`` table of the SQLite file ``path``.
 
     An existing ``user_events`` table is replaced; other tables are left alone. ``end_date``
     (default: today, UTC) is exclusive: events fall in ``[end_date - days, end_date)``. The same
     arguments always give the same rows. Returns the number of rows written.
+
+    User activity is log-normal by default; with ``user_zipf_exponent`` it follows a Zipf law
+    instead (a power law, as in real event logs: a few users generate a large share of events).
     """
     import numpy as np
 
@@ -62,6 +69,8 @@ def generate_user_events(
         raise ValueError("n_users, n_items, n_events, days and n_clusters must be positive")
     if not 0.0 <= taste_strength <= 1.0:
         raise ValueError("taste_strength must be between 0 and 1")
+    if user_zipf_exponent is not None and user_zipf_exponent < 0:
+        raise ValueError("user_zipf_exponent must not be negative")
     end = _end_datetime(end_date)
     rng = np.random.default_rng(seed)
 
@@ -73,7 +82,11 @@ def generate_user_events(
 
     # Users: a taste group each and a heavy-tailed activity level.
     user_cluster = rng.integers(0, n_clusters, size=n_users)
-    activity = rng.lognormal(mean=0.0, sigma=0.8, size=n_users)
+    if user_zipf_exponent is None:
+        activity = rng.lognormal(mean=0.0, sigma=0.8, size=n_users)
+    else:
+        ranks = np.arange(1, n_users + 1, dtype=np.float64)
+        activity = np.power(ranks, -user_zipf_exponent)[rng.permutation(n_users)]
     event_user = rng.choice(n_users, size=n_events, p=activity / activity.sum())
 
     # Items per event: from the user's taste group with probability taste_strength, else from all.
@@ -97,22 +110,26 @@ def generate_user_events(
 
     offsets = np.sort(rng.integers(0, days * 86_400, size=n_events)).astype("timedelta64[s]")
     start = np.datetime64(end - datetime.timedelta(days=days), "s")
-    timestamps = np.char.replace(np.datetime_as_string(start + offsets, unit="s"), "T", " ")
+    names = np.array(EVENT_TYPES)
 
     with sqlite3.connect(str(path)) as connection:
         connection.execute(f"DROP TABLE IF EXISTS {TABLE}")
         connection.execute(_DDL)
+        # Python objects and date strings exist for one chunk at a time, so tens of millions of
+        # events fit in memory; the index is built once at the end, which is faster than per row.
+        for first in range(0, n_events, _INSERT_CHUNK):
+            chunk = slice(first, first + _INSERT_CHUNK)
+            timestamps = np.char.replace(np.datetime_as_string(start + offsets[chunk], unit="s"), "T", " ")
+            rows = zip(
+                event_user[chunk].tolist(),
+                event_item[chunk].tolist(),
+                names[event_type[chunk]].tolist(),
+                value[chunk].tolist(),
+                timestamps.tolist(),
+                strict=True,
+            )
+            connection.executemany(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?)", rows)
         connection.execute(f"CREATE INDEX {TABLE}_date ON {TABLE} (date)")
-        names = np.array(EVENT_TYPES)[event_type]
-        rows = zip(
-            event_user.tolist(),
-            event_item.tolist(),
-            names.tolist(),
-            value.tolist(),
-            timestamps.tolist(),
-            strict=True,
-        )
-        connection.executemany(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?)", rows)
     connection.close()
     return n_events
 
@@ -139,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--user-zipf-exponent", type=float, default=None, help="power-law user activity (default log-normal)"
+    )
     parser.add_argument("--end-date", default=None, help="exclusive end, ISO date (default: today, UTC)")
     args = parser.parse_args(argv)
     rows = generate_user_events(
@@ -149,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         end_date=args.end_date,
         days=args.days,
+        user_zipf_exponent=args.user_zipf_exponent,
     )
     print(f"wrote {rows} rows into {TABLE} of {args.path}; use it with")
     print(f"AIRFLOW_CONN_ANALYTICS_DB=sqlite:///{Path(args.path).resolve()}")

@@ -27,6 +27,7 @@ SCRIPTS = [
     ("validate_spec.py", ["--quick"], "valid spec (dev)"),
     ("stage_cache.py", ["--quick"], "## Reference pipeline: second run"),
     ("scale_footprint.py", ["--quick"], "## XCom per run"),
+    ("scale.py", ["--quick"], "## Stages at scale"),
 ]
 
 

@@ -57,37 +57,60 @@ def _id_hashes(values: Iterable[Any], key: bytes) -> np.ndarray:
     )
 
 
+def _hash_per_row(ids: Any, key: bytes) -> np.ndarray:
+    """The keyed hash of each row's id, hashing each distinct id once (there are far fewer ids than rows).
+
+    Arrow's hash-based ``unique``/``index_in`` find the distinct ids in linear time and give int32
+    positions, where ``np.unique`` would sort and allocate several 64-bit copies of the column.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(ids))
+    distinct = pc.unique(column)
+    positions = pc.index_in(column, value_set=distinct).to_numpy()
+    return _id_hashes(distinct.to_pylist(), key)[positions]
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser, in place (``x`` is overwritten and returned), with one temporary."""
     # uint64 arithmetic wraps around modulo 2**64, which is what the finaliser relies on.
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    x += np.uint64(0x9E3779B97F4A7C15)
+    shifted = x >> np.uint64(30)
+    x ^= shifted
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    np.right_shift(x, np.uint64(27), out=shifted)
+    x ^= shifted
+    x *= np.uint64(0x94D049BB133111EB)
+    np.right_shift(x, np.uint64(31), out=shifted)
+    x ^= shifted
+    return x
 
 
 def pair_hashes(user_ids: Any, item_ids: Any, seed: int, salt: str) -> np.ndarray:
-    """A uint64 hash per (user_id, item_id) pair; ids may be any type with a stable ``str``."""
-    users = np.asarray(user_ids)
-    items = np.asarray(item_ids)
-    if users.shape != items.shape:
+    """A uint64 hash per (user_id, item_id) pair; ids may be any type with a stable ``str``.
+
+    The ids may be numpy or Arrow arrays (Arrow columns are read without a numpy copy).
+    """
+    if len(user_ids) != len(item_ids):
         raise ValueError("user_ids and item_ids must have the same length")
     # BLAKE2b keys are at most 64 bytes: derive a fixed-size key from the settings.
     key = hashlib.blake2b(f"{SPLIT_ALGORITHM}|{salt}|{seed}".encode(), digest_size=32).digest()
-    # Hash each distinct id once: there are far fewer ids than pairs.
-    unique_users, user_pos = np.unique(users, return_inverse=True)
-    unique_items, item_pos = np.unique(items, return_inverse=True)
-    user_hash = _id_hashes(unique_users.tolist(), key + b"u")[user_pos]
-    item_hash = _id_hashes(unique_items.tolist(), key + b"i")[item_pos]
     with np.errstate(over="ignore"):
-        return _splitmix64(user_hash ^ _splitmix64(item_hash))
+        mixed = _splitmix64(_hash_per_row(item_ids, key + b"i"))
+        mixed ^= _hash_per_row(user_ids, key + b"u")
+        return _splitmix64(mixed)
 
 
 def held_out(user_ids: Any, item_ids: Any, fraction: float, seed: int, salt: str = TEST_SALT) -> np.ndarray:
     """Boolean mask: True where the pair falls in the held-out ``fraction``."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"hold-out fraction must be in [0, 1), got {fraction}")
-    uniform = (pair_hashes(user_ids, item_ids, seed, salt) >> np.uint64(11)).astype(np.float64) / 2.0**53
-    return uniform < fraction
+    # The top 53 bits as a uniform number in [0, 1): (h >> 11) / 2**53 < fraction, compared without
+    # the float copy (both sides are exact in float64, so the mask is the same).
+    hashes = pair_hashes(user_ids, item_ids, seed, salt)
+    hashes >>= np.uint64(11)
+    return hashes < fraction * 2.0**53
 
 
 def fingerprint(user_ids: Any, item_ids: Any, mask: np.ndarray, seed: int) -> str:

@@ -191,3 +191,115 @@ def test_missing_columns_are_named(tmp_path, make_context):
         user_engagement.run(
             user_engagement.Config(window_end=END), make_context("features", _upstream(tmp_path, table))
         )
+
+
+def _in_memory_reference(events: pa.Table, config: user_engagement.Config) -> tuple[pa.Table, pa.Table]:
+    """The stage's previous implementation (whole window in memory, one hash group-by per table),
+    kept here to prove the streaming one gives the same tables."""
+    import pyarrow.compute as pc
+
+    functions = {"mean": "mean", "std": "stddev", "count": "count", "sum": "sum", "min": "min", "max": "max"}
+    unique = list(dict.fromkeys(config.aggregation))
+    values = pa.table({"user_id": events["user_id"], "value": events["value"].cast(pa.float64())})
+    grouped = values.group_by("user_id", use_threads=False).aggregate(
+        [("value", functions[name]) for name in unique]
+    )
+    names = {f"value_{functions[name]}": f"value_{name}" for name in unique}
+    grouped = grouped.rename_columns([names.get(column, column) for column in grouped.column_names])
+    features = grouped.select(["user_id", *names.values()]).sort_by("user_id")
+
+    known = pa.array(list(config.event_weights), type=pa.string())
+    weights = pa.array([*config.event_weights.values(), config.default_event_weight], type=pa.float64())
+    position = pc.fill_null(pc.index_in(events["event_type"].cast(pa.string()), value_set=known), len(known))
+    weighted = events.select(["user_id", "item_id", "timestamp"]).append_column(
+        "weight", weights.take(position)
+    )
+    pairs = weighted.group_by(["user_id", "item_id"], use_threads=False).aggregate(
+        [("weight", "sum"), ("weight", "count"), ("timestamp", "max")]
+    )
+    interactions = (
+        pairs.rename_columns(
+            {"weight_sum": "weight", "weight_count": "events", "timestamp_max": "last_event"}
+        )
+        .select(["user_id", "item_id", "weight", "events", "last_event"])
+        .sort_by([("user_id", "ascending"), ("item_id", "ascending")])
+    )
+    return features, interactions
+
+
+@pytest.mark.parametrize("ids", ["integers", "strings"])
+def test_streaming_gives_the_tables_of_the_in_memory_implementation(tmp_path, make_context, monkeypatch, ids):
+    # Small batches, group-by slices and merge floors, so every streaming path runs many times.
+    monkeypatch.setattr(user_engagement, "_BATCH_ROWS", 1_000)
+    monkeypatch.setattr(user_engagement, "_EVENTS_PER_GROUP_BY", 997)
+    monkeypatch.setattr(user_engagement._Distinct.__init__, "__defaults__", (50,))
+    rng = np.random.default_rng(3)
+    n = 12_000
+    events = _random_events(n, seed=3)
+    # Skewed ids (a few users and items dominate, so pairs repeat and runs cross slice ends).
+    events["user_id"] = (rng.zipf(1.3, size=n) % 900).astype(np.int64)
+    events["item_id"] = (rng.zipf(1.5, size=n) % 300).astype(np.int64)
+    table = _as_table(events)
+    if ids == "strings":
+        table = table.set_column(0, "user_id", pa.array([f"u{v}" for v in events["user_id"]]))
+        table = table.set_column(1, "item_id", pa.array([f"i{v}" for v in events["item_id"]]))
+    # Some values are missing: the aggregations skip them, as before.
+    table = table.set_column(3, "value", pa.array(events["value"], mask=rng.random(n) < 0.05))
+    config = user_engagement.Config(
+        window_days=30,
+        window_end=END,
+        aggregation=["mean", "std", "count", "sum", "min", "max"],
+        event_weights={"view": 1.0, "click": 2.5, "purchase": 0.1},  # inexact in binary: order matters
+        default_event_weight=0.7,
+    )
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path, row_group_size=700)
+    result = user_engagement.run(
+        config, make_context("features", {"extract": {"artifacts": {"data": f"file://{path}"}}})
+    )
+
+    when = user_engagement._as_timestamps(table["date"])
+    start = pa.scalar(END - datetime.timedelta(days=30), type=pa.timestamp("us"))
+    in_window = pa.compute.and_(pa.compute.greater_equal(when, start), pa.compute.less(when, pa.scalar(END)))
+    window = table.append_column("timestamp", when).filter(in_window)
+    expected_features, expected_interactions = _in_memory_reference(window, config)
+
+    features = _read(result["artifacts"]["features"])
+    interactions = _read(result["artifacts"]["interactions"])
+    for column in expected_features.column_names:
+        if column == "value_std":
+            # Arrow merges per-batch moments for stddev, so batch boundaries move the last digits.
+            np.testing.assert_allclose(
+                features[column].to_numpy(), expected_features[column].to_numpy(), rtol=1e-12
+            )
+        else:
+            assert features[column].equals(expected_features[column]), column
+    # Sums of inexact weights are bit-identical: each pair's weights are added in event order.
+    assert interactions.equals(expected_interactions)
+    assert interactions.num_rows > 2_000  # many slices of 997 events were grouped
+    assert result["metrics"] == {
+        "events": window.num_rows,
+        "users": expected_features.num_rows,
+        "items": len(pa.compute.unique(window["item_id"])),
+        "interactions": expected_interactions.num_rows,
+    }
+
+
+def test_pair_slices_end_where_a_pair_ends():
+    pairs = pa.array([0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 3, 4, 4, 5], type=pa.int64())
+    slices = user_engagement._pair_slices(pairs, 3)
+    assert slices == [(0, 3), (3, 4), (4, 11), (11, 14)]
+    assert user_engagement._pair_slices(pairs, 100) == [(0, 14)]
+    # One pair longer than the slice size stays whole.
+    assert user_engagement._pair_slices(pa.array([7] * 10, type=pa.int64()), 3) == [(0, 10)]
+
+
+def test_distinct_ids_merge_as_they_come_and_stay_complete():
+    distinct = user_engagement._Distinct(merge_floor=4)
+    rng = np.random.default_rng(0)
+    batches = [pa.array(rng.integers(0, 50, size=30)) for _ in range(40)]
+    for batch in batches:
+        distinct.add(batch)
+        assert len(distinct.parts) <= 1 + 5  # merged well before holding every batch
+    expected = np.unique(np.concatenate([batch.to_numpy() for batch in batches]))
+    assert distinct.sorted().to_pylist() == expected.tolist()

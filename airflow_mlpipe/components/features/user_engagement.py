@@ -21,6 +21,7 @@ only (no numpy). Overridable at trigger time: ``window_days``.
 from __future__ import annotations
 
 import datetime
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from airflow_mlpipe.contract import ComponentContext
 
 Aggregation = Literal["mean", "std", "count", "sum", "min", "max"]
+
+#: Rows read from the input file at a time.
+_BATCH_ROWS = 65_536
 
 #: Our aggregation names -> pyarrow's hash aggregation functions.
 _ARROW_AGGREGATIONS = {
@@ -96,8 +100,6 @@ def requires(config: Config) -> Requires:
 
 def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     """Filter the window, aggregate per user and per (user, item), write both tables."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from airflow.sdk import ObjectStoragePath
 
@@ -110,6 +112,8 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
         config.value_column,
         config.timestamp_column,
     ]
+    features_path = context.artifact_dir / "user_features.parquet"
+    interactions_path = context.artifact_dir / "interactions.parquet"
 
     with source.open("rb") as handle:
         parquet = pq.ParquetFile(handle)
@@ -129,43 +133,30 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
             parquet.metadata.num_rows,
             source,
         )
-        start_scalar = pa.scalar(start, type=pa.timestamp("us"))
-        end_scalar = pa.scalar(end, type=pa.timestamp("us"))
-        kept = []
-        for batch in parquet.iter_batches(columns=columns):
-            when = _as_timestamps(batch.column(config.timestamp_column))
-            in_window = pc.and_(pc.greater_equal(when, start_scalar), pc.less(when, end_scalar))
-            table = pa.table(
-                {
-                    "user_id": batch.column(config.user_column),
-                    "item_id": batch.column(config.item_column),
-                    "event_type": batch.column(config.event_type_column),
-                    "value": batch.column(config.value_column),
-                    "timestamp": when,
-                }
+        window = _Window(config.timestamp_column, start, end)
+        # Two passes over the file rather than one copy of it in memory: the first finds the
+        # distinct ids, so the second can keep compact int32 codes instead of the ids themselves.
+        users, items, event_count = _distinct_ids(parquet, config, window)
+        if event_count == 0:
+            raise ValueError(
+                f"no events between {start} and {end}: check the extract query, window_days and window_end"
             )
-            kept.append(table.filter(pc.fill_null(in_window, False)))
+        log.info("%d events in the window: %d users, %d items", event_count, len(users), len(items))
+        events = _window_events(parquet, config, columns, window, users, items)
 
-    events = pa.concat_tables(kept) if kept else None
-    if events is None or events.num_rows == 0:
-        raise ValueError(
-            f"no events between {start} and {end}: check the extract query, window_days and window_end"
-        )
-    log.info("%d events in the window", events.num_rows)
+    features = user_features(users, events.user_codes, events.values, config.aggregation, config.value_column)
+    with features_path.open("wb") as sink:
+        pq.write_table(features, sink, compression="zstd")
+    # Free the per-user columns before the pairs are sorted: that sort is this stage's peak of memory.
+    events.user_codes, events.values = [], []
+    with interactions_path.open("wb") as sink:
+        pair_count = write_interactions(sink, users, items, events)
 
-    features = user_features(events, config.aggregation, value_name=config.value_column)
-    interactions = interaction_table(events, config.event_weights, config.default_event_weight)
-
-    features_path = context.artifact_dir / "user_features.parquet"
-    interactions_path = context.artifact_dir / "interactions.parquet"
-    for table, path in ((features, features_path), (interactions, interactions_path)):
-        with path.open("wb") as sink:
-            pq.write_table(table, sink, compression="zstd")
     metrics = {
-        "events": events.num_rows,
+        "events": event_count,
         "users": features.num_rows,
-        "items": len(pc.unique(interactions.column("item_id"))),
-        "interactions": interactions.num_rows,
+        "items": len(items),
+        "interactions": pair_count,
     }
     log.info(
         "Wrote features of %(users)d users and %(interactions)d interactions over %(items)d items", metrics
@@ -176,49 +167,218 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     }
 
 
-def user_features(events: pa.Table, aggregations: Sequence[str], value_name: str = "value") -> pa.Table:
-    """One row per user: ``<value_name>_<aggregation>`` of the ``value`` column, sorted by user."""
+class _Window:
+    """The events of ``[start, end)``, batch by batch (timestamps read as naive UTC)."""
+
+    def __init__(self, column: str, start: datetime.datetime, end: datetime.datetime) -> None:
+        import pyarrow as pa
+
+        self.column = column
+        self.start = pa.scalar(start, type=pa.timestamp("us"))
+        self.end = pa.scalar(end, type=pa.timestamp("us"))
+
+    def select(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, pa.Array]:
+        """The batch's rows in the window, and their timestamps."""
+        import pyarrow.compute as pc
+
+        when = _as_timestamps(batch.column(self.column))
+        in_window = pc.fill_null(pc.and_(pc.greater_equal(when, self.start), pc.less(when, self.end)), False)
+        return batch.filter(in_window), when.filter(in_window)
+
+
+class _WindowEvents:
+    """The window's events as compact columns, one Arrow array per batch read.
+
+    ``user_codes`` and ``pairs`` index the sorted distinct ``users`` and ``items``: a pair is
+    ``user_code * len(items) + item_code``, so sorting pairs sorts by (user id, item id).
+    """
+
+    def __init__(self) -> None:
+        self.user_codes: list[pa.Array] = []
+        self.values: list[pa.Array] = []
+        self.pairs: list[pa.Array] = []
+        self.weights: list[pa.Array] = []
+        self.times: list[pa.Array] = []
+
+
+def _distinct_ids(parquet: Any, config: Config, window: _Window) -> tuple[pa.Array, pa.Array, int]:
+    """The sorted distinct user and item ids of the window's events, and the number of those events."""
+    users, items = _Distinct(), _Distinct()
+    count = 0
+    id_columns = [config.user_column, config.item_column, window.column]
+    for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=id_columns):
+        kept, _ = window.select(batch)
+        users.add(kept.column(config.user_column))
+        items.add(kept.column(config.item_column))
+        count += kept.num_rows
+    return users.sorted(), items.sorted(), count
+
+
+class _Distinct:
+    """Distinct values of a stream of arrays, in memory proportional to their number."""
+
+    def __init__(self, merge_floor: int = 1 << 20) -> None:
+        self.parts: list[pa.Array] = []
+        self.pending = 0
+        self.merged = 0
+        self.merge_floor = merge_floor
+
+    def add(self, values: pa.Array) -> None:
+        import pyarrow.compute as pc
+
+        part = pc.unique(values)
+        self.parts.append(part)
+        self.pending += len(part)
+        # Merge once the parts hold as many values as the last merge kept: linear time overall.
+        if self.pending > max(self.merged, self.merge_floor):
+            self._merge()
+
+    def sorted(self) -> pa.Array:
+        self._merge()
+        return self.parts[0].sort()
+
+    def _merge(self) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        self.parts = [pc.unique(pa.concat_arrays(self.parts))]
+        self.merged = self.pending = len(self.parts[0])
+
+
+def _window_events(
+    parquet: Any, config: Config, columns: list[str], window: _Window, users: pa.Array, items: pa.Array
+) -> _WindowEvents:
+    """Read the window's events as compact codes, values, pair keys, weights and timestamps."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    known = pa.array(list(config.event_weights), type=pa.string())
+    table_weights = pa.array([*config.event_weights.values(), config.default_event_weight], type=pa.float64())
+    item_count = pa.scalar(len(items), type=pa.int64())
+    events = _WindowEvents()
+    for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns):
+        kept, when = window.select(batch)
+        user_codes = pc.index_in(kept.column(config.user_column), value_set=users)
+        item_codes = pc.index_in(kept.column(config.item_column), value_set=items)
+        # index_in gives null for a type not in event_weights: point those at the default weight.
+        # (Arrow's take rather than numpy indexing, so features need no numpy.)
+        types = kept.column(config.event_type_column).cast(pa.string())
+        position = pc.fill_null(pc.index_in(types, value_set=known), len(known))
+        events.user_codes.append(user_codes)
+        events.values.append(kept.column(config.value_column).cast(pa.float64()))
+        events.pairs.append(pc.add(pc.multiply(user_codes.cast(pa.int64()), item_count), item_codes))
+        events.weights.append(table_weights.take(position))
+        events.times.append(when)
+    return events
+
+
+def user_features(
+    users: pa.Array,
+    user_codes: Sequence[pa.Array],
+    values: Sequence[pa.Array],
+    aggregations: Sequence[str],
+    value_name: str = "value",
+) -> pa.Table:
+    """One row per user: ``<value_name>_<aggregation>`` of the values, sorted by user id.
+
+    ``user_codes`` index ``users`` (sorted distinct ids); ``values`` are the matching values.
+    """
     import pyarrow as pa
 
     unique = list(dict.fromkeys(aggregations))
-    values = pa.table(
-        {"user_id": events.column("user_id"), "value": events.column("value").cast(pa.float64())}
-    )
-    grouped = values.group_by("user_id", use_threads=False).aggregate(
+    codes = pa.chunked_array(user_codes, type=pa.int32())
+    table = pa.table({"user": codes, "value": pa.chunked_array(values, type=pa.float64())})
+    grouped = table.group_by("user", use_threads=False).aggregate(
         [("value", _ARROW_AGGREGATIONS[name]) for name in unique]
     )
     # pyarrow names each aggregate "value_<function>"; name it after the source column instead.
     names = {f"value_{_ARROW_AGGREGATIONS[name]}": f"{value_name}_{name}" for name in unique}
-    grouped = grouped.rename_columns([names.get(column, column) for column in grouped.column_names])
-    return grouped.select(["user_id", *names.values()]).sort_by("user_id")
+    grouped = grouped.sort_by("user")
+    columns = {"user_id": users.take(grouped.column("user"))}
+    columns.update({names[name]: grouped.column(name) for name in names})
+    return pa.table(columns)
 
 
-def interaction_table(
-    events: pa.Table, event_weights: Mapping[str, float], default_weight: float
-) -> pa.Table:
-    """One row per (user, item): summed event ``weight``, ``events`` count and ``last_event``."""
+#: Sorted events grouped at a time: bounds the hash table of one group-by, whatever the data size.
+_EVENTS_PER_GROUP_BY = 1 << 20
+
+
+def write_interactions(sink: Any, users: pa.Array, items: pa.Array, events: _WindowEvents) -> int:
+    """Write one row per (user, item), sorted: summed event ``weight``, ``events`` count and
+    ``last_event``. Returns the number of rows.
+
+    The events are sorted by pair (stably, so each pair's weights add up in event order), then
+    grouped a slice at a time, each slice ending where a pair ends, and written as it goes: memory
+    is the sorted events, not a hash table of every pair nor a second copy of the result.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-    types = events.column("event_type").cast(pa.string())
-    known = pa.array(list(event_weights), type=pa.string())
-    table_weights = pa.array([*event_weights.values(), default_weight], type=pa.float64())
-    # index_in gives null for a type not in event_weights: point those at the default weight.
-    # (Arrow's take rather than numpy indexing, so features need no numpy.)
-    position = pc.fill_null(pc.index_in(types, value_set=known), len(known))
-    weighted = events.select(["user_id", "item_id", "timestamp"]).append_column(
-        "weight", table_weights.take(position)
+    pairs = pa.chunked_array(events.pairs, type=pa.int64())
+    events.pairs = []
+    order = pc.sort_indices(pairs)
+    sorted_pairs = pairs.take(order).combine_chunks()
+    del pairs
+    weights = pa.chunked_array(events.weights, type=pa.float64()).take(order)
+    events.weights = []
+    times = pa.chunked_array(events.times, type=pa.timestamp("us")).take(order)
+    events.times = []
+    del order
+    table = pa.table({"pair": sorted_pairs, "weight": weights, "timestamp": times})
+
+    schema = pa.schema(
+        [
+            ("user_id", users.type),
+            ("item_id", items.type),
+            ("weight", pa.float64()),
+            ("events", pa.int64()),
+            ("last_event", pa.timestamp("us")),
+        ]
     )
-    grouped = weighted.group_by(["user_id", "item_id"], use_threads=False).aggregate(
-        [("weight", "sum"), ("weight", "count"), ("timestamp", "max")]
-    )
-    return (
-        grouped.rename_columns(
-            {"weight_sum": "weight", "weight_count": "events", "timestamp_max": "last_event"}
-        )
-        .select(["user_id", "item_id", "weight", "events", "last_event"])
-        .sort_by([("user_id", "ascending"), ("item_id", "ascending")])
-    )
+    item_count = pa.scalar(len(items), type=pa.int64())
+    rows = 0
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for first, stop in _pair_slices(sorted_pairs, _EVENTS_PER_GROUP_BY):
+            grouped = (
+                table.slice(first, stop - first)
+                .group_by("pair", use_threads=False)
+                .aggregate([("weight", "sum"), ("weight", "count"), ("timestamp", "max")])
+                .sort_by("pair")
+            )
+            pair = grouped.column("pair")
+            user_codes = pc.divide(pair, item_count)
+            item_codes = pc.subtract(pair, pc.multiply(user_codes, item_count))
+            chunk = pa.table(
+                [
+                    users.take(user_codes),
+                    items.take(item_codes),
+                    grouped.column("weight_sum"),
+                    grouped.column("weight_count"),
+                    grouped.column("timestamp_max"),
+                ],
+                schema=schema,
+            )
+            writer.write_table(chunk)
+            rows += chunk.num_rows
+    return rows
+
+
+def _pair_slices(sorted_pairs: pa.Array, size: int) -> list[tuple[int, int]]:
+    """``[first, stop)`` slices of about ``size`` sorted pairs, each cut where a new pair starts."""
+    import pyarrow.compute as pc
+
+    cuts = [0]
+    for target in range(size, len(sorted_pairs), size):
+        if target <= cuts[-1]:
+            continue
+        # The first row of target's pair: its run of equal values starts at or after the last cut.
+        run = sorted_pairs.slice(cuts[-1], target - cuts[-1] + 1)
+        first = cuts[-1] + pc.index(run, sorted_pairs[target]).as_py()
+        if first > cuts[-1]:
+            cuts.append(first)
+    cuts.append(len(sorted_pairs))
+    return list(itertools.pairwise(cuts))
 
 
 def _window_end(config: Config, context: ComponentContext, parquet: Any) -> datetime.datetime:
