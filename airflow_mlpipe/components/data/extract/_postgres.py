@@ -49,6 +49,10 @@ POSTGRES_TYPES = {
 _PG_TYPE_KEY = b"POSTGRESQL:type"
 
 
+class ResultStreamError(RuntimeError):
+    """The server failed while streaming the result (after the first rows may have been written)."""
+
+
 class UnsupportedColumnTypeError(TypeError):
     """A result column whose PostgreSQL type has no Parquet equivalent; the message says how to cast it."""
 
@@ -117,7 +121,17 @@ def read_batches(
         finally:
             connection.close()
 
-    return schema, (convert(batch) for batch in reader), close
+    def batches() -> Iterator[pa.RecordBatch]:
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except OSError as exc:  # how pyarrow's stream reader reports the server's error mid-COPY
+                raise ResultStreamError(str(exc)) from exc
+            yield convert(batch)
+
+    return schema, batches(), close
 
 
 def parquet_schema(

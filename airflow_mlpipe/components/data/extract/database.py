@@ -332,6 +332,7 @@ def _open_postgres(connection: Any, hook: Any, config: Config) -> Iterator[tuple
     """Schema, batches and the drivers' error classes of the query on the binary COPY path."""
     try:
         import adbc_driver_manager
+        import adbc_driver_postgresql.dbapi  # noqa: F401  (checked here: its absence is a setup error)
         import psycopg
 
         from airflow_mlpipe.components.data.extract import _postgres
@@ -343,7 +344,7 @@ def _open_postgres(connection: Any, hook: Any, config: Config) -> Iterator[tuple
         query = _postgres.literal_query(db, config.query, config.parameters)
     finally:
         db.close()
-    errors = (adbc_driver_manager.Error, psycopg.Error)
+    errors = (adbc_driver_manager.Error, psycopg.Error, _postgres.ResultStreamError)
     try:
         schema, batches, close = _postgres.read_batches(
             _postgres.conninfo(hook), query, config.column_types
