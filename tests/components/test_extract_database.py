@@ -306,3 +306,18 @@ def test_extract_into_an_object_store_publishes_only_the_finished_file(
     failing.artifact_dir.fs.invalidate_cache()
     assert not failing.artifact_dir.fs.exists(failing.artifact_dir.path + "/" + database.FILE_NAME)
     assert not failing.artifact_dir.fs.exists(failing.artifact_dir.path + "/" + database.PARTIAL_NAME)
+
+
+def test_a_connection_type_without_its_provider_is_an_error_saying_what_to_install(make_context, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_LEGACY_DB", "mlpipe-nowhere://user@db.example/legacy")
+    config = database.Config(query="SELECT 1", conn_id="legacy_db")
+    with pytest.raises(
+        database.MissingDriverError,
+        match=r"connection 'legacy_db' is of type 'mlpipe-nowhere'.*install the Airflow provider",
+    ):
+        database.run(config, make_context("extract"))
+
+
+def test_the_missing_extra_for_mysql_is_named(monkeypatch):
+    error = database._missing_driver("marts", "mysql", ImportError("No module named 'MySQLdb'"))
+    assert "pip install 'airflow-mlpipe[mysql]'" in str(error)
