@@ -313,7 +313,7 @@ def test_a_connection_type_without_its_provider_is_an_error_saying_what_to_insta
     config = database.Config(query="SELECT 1", conn_id="legacy_db")
     with pytest.raises(
         database.MissingDriverError,
-        match=r"connection 'legacy_db' is of type 'mlpipe-nowhere'.*install the Airflow provider",
+        match=r"connection 'legacy_db' is of type 'mlpipe_nowhere'.*install the Airflow provider",
     ):
         database.run(config, make_context("extract"))
 
