@@ -16,6 +16,7 @@ from airflow_mlpipe.components.data.extract import database
 from airflow_mlpipe.contract import ConfigDeprecationWarning
 from airflow_mlpipe.testing import run_component
 
+
 def _read(uri: str) -> pq.ParquetFile:
     from airflow.sdk import ObjectStoragePath
 

@@ -33,7 +33,9 @@ def mariadb():
         import MySQLdb
         from airflow.providers.mysql.hooks.mysql import MySqlHook  # noqa: F401
     except ImportError as exc:
-        _skip_or_fail(f"the mysql extra (apache-airflow-providers-mysql, mysqlclient) is not installed: {exc}")
+        _skip_or_fail(
+            f"the mysql extra (apache-airflow-providers-mysql, mysqlclient) is not installed: {exc}"
+        )
     try:
         connection = MySQLdb.connect(host="127.0.0.1", port=3306, user="root", db="test", charset="utf8mb4")
     except MySQLdb.Error as exc:
@@ -70,10 +72,17 @@ def _read(result) -> pq.ParquetFile:
     return pq.ParquetFile(result["artifacts"]["data"].removeprefix("file://"))
 
 
-def test_mariadb_rows_stream_in_batches_with_bind_parameters(mariadb, table, make_context, monkeypatch, caplog):
+def test_mariadb_rows_stream_in_batches_with_bind_parameters(
+    mariadb, table, make_context, monkeypatch, caplog
+):
     _sql(mariadb, f"CREATE TABLE {table} (user_id INT, event_type VARCHAR(20), value DOUBLE, day DATE)")
     rows = [
-        (i, "click" if i % 3 else "view", i * 0.5, datetime.date(2024, 1, 1) + datetime.timedelta(days=i % 90))
+        (
+            i,
+            "click" if i % 3 else "view",
+            i * 0.5,
+            datetime.date(2024, 1, 1) + datetime.timedelta(days=i % 90),
+        )
         for i in range(2_345)
     ]
     _sql(mariadb, f"INSERT INTO {table} VALUES (%s, %s, %s, %s)", rows)
@@ -140,7 +149,9 @@ def test_mariadb_types_null_and_empty_string(mariadb, table, make_context, monke
         f"INSERT INTO {table} VALUES (1, 9007199254740993, 1234.567, 0.25, '', 'ünï', x'00ff', "
         "'2024-02-29', '2024-02-29 12:00:00.000001', TRUE), (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
     )
-    result = _extract(make_context, monkeypatch, f"SELECT * FROM {table} ORDER BY id", uri=f"{URI}?charset=utf8mb4")
+    result = _extract(
+        make_context, monkeypatch, f"SELECT * FROM {table} ORDER BY id", uri=f"{URI}?charset=utf8mb4"
+    )
     data = _read(result).read()
     first, nulls = data.to_pylist()
     assert first == {
@@ -173,7 +184,10 @@ def test_a_wrong_mariadb_password_fails_naming_the_connection(mariadb, make_cont
     _sql(mariadb, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right-pw'")
     try:
         good = _extract(
-            make_context, monkeypatch, "SELECT CURRENT_USER() AS who", uri=f"mysql://{user}:right-pw@127.0.0.1:3306/"
+            make_context,
+            monkeypatch,
+            "SELECT CURRENT_USER() AS who",
+            uri=f"mysql://{user}:right-pw@127.0.0.1:3306/",
         )
         assert _read(good).read().column("who").to_pylist()[0].startswith(user)
         context = make_context("extract", run_id="wrong")

@@ -279,7 +279,17 @@ def password_server():
         f"--pwfile={home / 'pw'}", "--no-sync", "--no-instructions",
     )  # fmt: skip
     options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
-    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-o", options, "-l", str(home / "log"), "-w", "start")
+    as_postgres(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(home / "data"),
+        "-o",
+        options,
+        "-l",
+        str(home / "log"),
+        "-w",
+        "start",
+    )
     try:
         yield port
     finally:
@@ -442,7 +452,9 @@ def test_a_query_failing_half_way_leaves_no_data_artifact(pg, make_context, monk
         log_every_batches=1,
     )
     caplog.set_level("INFO", logger="tests.components.extract")
-    with pytest.raises(database.QueryFailedError, match=r"'warehouse' \(postgresql\) failed.*division by zero"):
+    with pytest.raises(
+        database.QueryFailedError, match=r"'warehouse' \(postgresql\) failed.*division by zero"
+    ):
         database.run(config, context)
     assert re.search(r"Extracted [1-9]\d+ rows in \d+ batches", caplog.text)  # it failed after writing began
     assert list(context.artifact_dir.iterdir()) == []
@@ -455,6 +467,7 @@ def test_a_query_error_names_the_connection(pg, make_context, monkeypatch):
 
 def test_without_the_postgres_extra_the_error_says_what_to_install(pg, make_context, monkeypatch):
     monkeypatch.setitem(sys.modules, "adbc_driver_postgresql", None)  # as if not installed
-    monkeypatch.setitem(sys.modules, "adbc_driver_postgresql.dbapi", None)
-    with pytest.raises(database.MissingDriverError, match=r"'warehouse'.*postgres.*airflow-mlpipe\[postgres\]"):
+    with pytest.raises(
+        database.MissingDriverError, match=r"'warehouse'.*postgres.*airflow-mlpipe\[postgres\]"
+    ):
         _extract(make_context, monkeypatch, "SELECT 1 AS one")

@@ -76,7 +76,9 @@ def conninfo(hook: Any) -> str:
         settings["options"] = hook.options
     ignored = set(getattr(hook, "ignored_extra_options", ()))
     settings.update({key: value for key, value in connection.extra_dejson.items() if key not in ignored})
-    return make_conninfo("", **{key: str(value) for key, value in settings.items() if value not in (None, "")})
+    return make_conninfo(
+        "", **{key: str(value) for key, value in settings.items() if value not in (None, "")}
+    )
 
 
 def literal_query(pg_connection: Any, query: str, parameters: Mapping[str, Any]) -> str:
@@ -102,24 +104,31 @@ def read_batches(
     conninfo_string: str, query: str, column_types: Mapping[str, str]
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch], Callable[[], None]]:
     """Run ``query``; return the Parquet schema, its batches, and a function that closes everything."""
-    import adbc_driver_postgresql.dbapi as adbc
+    # The driver manager's low-level API: its DB-API module would also import pyarrow.dataset,
+    # a few hundred milliseconds of every task's start.
+    import adbc_driver_manager
+    import adbc_driver_postgresql
+    import pyarrow as pa
 
-    connection = adbc.connect(conninfo_string, autocommit=True)
-    try:
-        cursor = connection.cursor()
-        cursor.execute(query)
-        reader = cursor.fetch_record_batch()
-        schema, convert = parquet_schema(reader.schema, column_types)
-    except BaseException:
-        connection.close()
-        raise
+    handles: list[Any] = [adbc_driver_postgresql.connect(conninfo_string)]  # closed in reverse
 
     def close() -> None:
-        try:
-            reader.close()
-            cursor.close()
-        finally:
-            connection.close()
+        while handles:
+            handles.pop().close()
+
+    try:
+        # A new connection is in autocommit mode: COPY runs in a transaction (one snapshot) of its own.
+        handles.append(adbc_driver_manager.AdbcConnection(handles[0]))
+        statement = adbc_driver_manager.AdbcStatement(handles[1])
+        handles.append(statement)
+        statement.set_sql_query(query)
+        stream, _ = statement.execute_query()
+        reader = pa.RecordBatchReader._import_from_c(stream.address)
+        handles.append(reader)
+        schema, convert = parquet_schema(reader.schema, column_types)
+    except BaseException:
+        close()
+        raise
 
     def batches() -> Iterator[pa.RecordBatch]:
         while True:

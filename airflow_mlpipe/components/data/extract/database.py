@@ -260,8 +260,7 @@ def _missing_driver(conn_id: str, conn_type: str, exc: BaseException) -> Missing
         else f"install the Airflow provider for connection type '{conn_type}'"
     )
     return MissingDriverError(
-        f"connection '{conn_id}' is of type '{conn_type}', but what it needs is not installed ({exc}); "
-        f"{fix}"
+        f"connection '{conn_id}' is of type '{conn_type}', but what it needs is not installed ({exc}); {fix}"
     )
 
 
@@ -332,7 +331,7 @@ def _open_postgres(connection: Any, hook: Any, config: Config) -> Iterator[tuple
     """Schema, batches and the drivers' error classes of the query on the binary COPY path."""
     try:
         import adbc_driver_manager
-        import adbc_driver_postgresql.dbapi  # noqa: F401  (checked here: its absence is a setup error)
+        import adbc_driver_postgresql  # noqa: F401  (checked here: its absence is a setup error)
         import psycopg
 
         from airflow_mlpipe.components.data.extract import _postgres
@@ -346,9 +345,7 @@ def _open_postgres(connection: Any, hook: Any, config: Config) -> Iterator[tuple
         db.close()
     errors = (adbc_driver_manager.Error, psycopg.Error, _postgres.ResultStreamError)
     try:
-        schema, batches, close = _postgres.read_batches(
-            _postgres.conninfo(hook), query, config.column_types
-        )
+        schema, batches, close = _postgres.read_batches(_postgres.conninfo(hook), query, config.column_types)
     except adbc_driver_manager.OperationalError as exc:
         raise DatabaseUnavailableError(
             f"cannot connect to the database of Airflow connection '{connection.conn_id}' (postgresql): "
