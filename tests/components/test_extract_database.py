@@ -1,10 +1,12 @@
-"""data.extract.database: bind parameters, batching into row groups, SQLite (PostgreSQL and MariaDB have files of their own)."""
+"""data.extract.database: bind parameters, row groups, failures, on SQLite.
+
+PostgreSQL and MariaDB have test files of their own (test_extract_postgres.py, test_extract_mariadb.py).
+"""
 
 from __future__ import annotations
 
 import math
 import sqlite3
-import uuid
 import warnings
 from pathlib import Path
 

@@ -147,7 +147,8 @@ def test_mariadb_types_null_and_empty_string(mariadb, table, make_context, monke
     _sql(
         mariadb,
         f"INSERT INTO {table} VALUES (1, 9007199254740993, 1234.567, 0.25, '', 'ünï', x'00ff', "
-        "'2024-02-29', '2024-02-29 12:00:00.000001', TRUE), (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+        "'2024-02-29', '2024-02-29 12:00:00.000001', TRUE), "
+        "(2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
     )
     result = _extract(
         make_context, monkeypatch, f"SELECT * FROM {table} ORDER BY id", uri=f"{URI}?charset=utf8mb4"

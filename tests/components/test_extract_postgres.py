@@ -166,8 +166,7 @@ def test_hostile_parameter_values_round_trip_exactly(
     assert count == (len(HOSTILE),)  # nothing was dropped
 
 
-def test_parameters_of_every_type_are_compared_as_values(scratch, make_context, monkeypatch):
-    run_sql, _ = scratch
+def test_parameters_of_every_type_are_compared_as_values(pg, make_context, monkeypatch):
     parameters = {
         "an_int": 2**40,
         "a_float": 0.1,
@@ -184,7 +183,8 @@ def test_parameters_of_every_type_are_compared_as_values(scratch, make_context, 
         ":a_decimal = 12345678901234567890.123456789 AS a_decimal, :a_bool AS a_bool, "
         ":a_date = date '2024-02-29' AS a_date, :a_time = time '23:59:58.123456' AS a_time, "
         ":a_naive = timestamp '2024-02-29 12:00:01.000005' AS a_naive, "
-        ":an_aware = timestamptz '2024-02-29 12:00:00+00' AS an_aware, CAST(:nothing AS text) IS NULL AS nothing"
+        ":an_aware = timestamptz '2024-02-29 12:00:00+00' AS an_aware, "
+        "CAST(:nothing AS text) IS NULL AS nothing"
     )
     result = _extract(make_context, monkeypatch, query, parameters=parameters)
     assert _read(result["artifacts"]["data"]).to_pylist() == [dict.fromkeys(parameters, True)]
@@ -446,7 +446,8 @@ def test_a_query_failing_half_way_leaves_no_data_artifact(pg, make_context, monk
     context = make_context("extract")
     # Division by zero at row 300,000 (about 30 MB in): after the first batches reached the writer.
     config = database.Config(
-        query="SELECT i, repeat('x', 100) AS pad, 1 / (i - 300000) AS boom FROM generate_series(1, 400000) AS i",
+        query="SELECT i, repeat('x', 100) AS pad, 1 / (i - 300000) AS boom "
+        "FROM generate_series(1, 400000) AS i",
         conn_id="warehouse",
         batch_size=10_000,
         log_every_batches=1,

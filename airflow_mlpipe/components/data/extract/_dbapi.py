@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -26,7 +26,7 @@ def bind(query: str, parameters: Mapping[str, Any], paramstyle: str) -> tuple[st
     from sqlalchemy import text
     from sqlalchemy.engine.default import DefaultDialect
 
-    compiled = text(query).compile(dialect=DefaultDialect(paramstyle=paramstyle))
+    compiled = text(query).compile(dialect=DefaultDialect(paramstyle=cast("Any", paramstyle)))
     if compiled.positional:
         return compiled.string, tuple(parameters[name] for name in compiled.positiontup or ())
     return compiled.string, dict(parameters)

@@ -39,8 +39,6 @@ class RowGroupChunker:
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> pa.Table | None:
         """Take a batch; return a table of whole row groups once there is at least one."""
-        import pyarrow as pa
-
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         if self._pending_rows < self.batch_size:

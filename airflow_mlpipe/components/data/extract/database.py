@@ -1,25 +1,39 @@
 """Run a SQL query through an Airflow connection and stream its rows into one Parquet file.
 
-The connection may be any database the ``common.sql`` provider supports (its hook must be a
-``DbApiHook`` with a SQLAlchemy URI: SQLite, PostgreSQL, MySQL...). Values in ``parameters`` are
-sent as bind parameters (``:name`` in the query), never formatted into the SQL text, so a value
-like ``x' OR '1'='1`` is compared as data.
+Two paths, behind the same ``Config``:
 
-Rows are fetched ``batch_size`` at a time (a server-side cursor where the driver has one, such as
-PostgreSQL) and each batch becomes one Parquet row group, so memory stays bounded by the batch
-whatever the size of the result.
+* **PostgreSQL** (connection type ``postgres``): the server's binary ``COPY`` read by the ADBC
+  driver straight into Arrow batches (``_postgres``), about the speed of ``psql \\copy``. The
+  ``:name`` parameters are inlined as literals by psycopg's client-side binding
+  (``ClientCursor.mogrify``, the driver's own quoting for this server), never by string
+  formatting. Every setting of the Airflow connection (host, port, database, login, password,
+  ``sslmode``, ``options``, ``application_name`` and the other extras) reaches the driver. What
+  each PostgreSQL type becomes in Parquet is ``_postgres.POSTGRES_TYPES``; a type Parquet cannot
+  hold (``interval``, ``inet``...) is an error naming the column and the SQL cast that fixes it.
+  Needs the ``postgres`` extra.
+* **Every other database** of the ``common.sql`` family (SQLite, MySQL/MariaDB with the ``mysql``
+  extra, ...): the hook's DB-API connection, ``fetchmany(batch_size)`` into Arrow columns
+  (``_dbapi``), through a streaming cursor where the driver has one. Parameters are bound by the
+  driver in its own ``paramstyle``.
+
+Either way a value like ``x' OR '1'='1`` is compared as data, NULL and the empty string stay
+distinct, and the rows go to a ``pyarrow`` ParquetWriter on a second thread through a bounded
+queue (``_parquet``), so memory stays flat whatever the size of the result. Each row group holds
+``batch_size`` rows; a progress line (rows, row groups, rows/s) is logged every
+``log_every_batches`` row groups.
 
 The file is written as ``.data.parquet.partial`` and renamed to ``data.parquet`` only once every
 row is in it. If the database cannot be reached the stage fails with an error naming the Airflow
 connection before anything is written; if the query fails half-way the partial file is deleted
 (and would keep its ``.partial`` name if even that failed), so a truncated extract is never
-reported as the stage's output.
+reported as the stage's output. A connection type whose provider or driver is not installed is
+an error naming the extra to install.
 
 ``conn_id`` used to be called ``connection``; that spelling still works and warns.
 
-Artifacts: ``data`` (the Parquet file). Metrics: ``rows``, ``batches``. Reads no upstream
-artifacts. Overridable at trigger time: ``batch_size`` only (never the query, its parameters or
-the connection).
+Artifacts: ``data`` (the Parquet file). Metrics: ``rows``, ``batches`` (row groups). Reads no
+upstream artifacts. Overridable at trigger time: ``batch_size`` only (never the query, its
+parameters or the connection).
 """
 
 from __future__ import annotations
@@ -112,7 +126,9 @@ class Config(BaseModel):
     batch_size: int = Field(
         default=10_000,
         gt=0,
-        description="Rows fetched per round trip and written per Parquet row group",
+        description=(
+            "Rows per Parquet row group (and per fetch on the DB-API path; PostgreSQL streams COPY)"
+        ),
         json_schema_extra={OVERRIDABLE: True},
     )
     column_types: dict[str, str] = Field(
@@ -239,11 +255,11 @@ def _hook(conn_id: str) -> tuple[Any, Any]:
     try:
         hook = connection.get_hook()
     except ImportError as exc:
-        raise _missing_driver(conn_id, connection.conn_type, exc) from exc
+        raise _missing_driver(conn_id, str(connection.conn_type), exc) from exc
     except Exception as exc:
         if "Unknown hook type" not in str(exc):
             raise
-        raise _missing_driver(conn_id, connection.conn_type, exc) from exc
+        raise _missing_driver(conn_id, str(connection.conn_type), exc) from exc
     if not isinstance(hook, DbApiHook):
         raise TypeError(
             f"connection '{conn_id}' gives a {type(hook).__name__}, not a SQL (DbApiHook) hook; "
@@ -283,7 +299,8 @@ def _connect(hook: Any, connection: Any, dialect: str) -> Any:
 
             url = make_url(hook.get_uri())
             args, kwargs = url.get_dialect()().create_connect_args(url)
-            return sqlite3.connect(*args, **kwargs)
+            connect: Any = sqlite3.connect  # the dialect's arguments are sqlite3.connect's
+            return connect(*args, **kwargs)
         return hook.get_conn()
     except ImportError as exc:
         raise _missing_driver(connection.conn_id, connection.conn_type, exc) from exc
