@@ -59,8 +59,9 @@ def read_batches(
 ) -> tuple[pa.Schema, Iterator[pa.Table]]:
     """The result's schema (from the first batch) and its batches as Arrow tables of that schema."""
     cursor.arraysize = batch_size
-    columns = [description[0] for description in cursor.description]
     first_rows = cursor.fetchmany(batch_size)
+    # After the first fetch: psycopg2's named cursors describe the result only then.
+    columns = [description[0] for description in cursor.description]
     first = to_table(first_rows, columns, column_types, None)
     schema = first.schema
 

@@ -59,6 +59,7 @@ class UnsupportedColumnTypeError(TypeError):
 
 def conninfo(hook: Any) -> str:
     """The libpq connection string of ``hook``'s connection, with what ``PostgresHook.get_conn`` passes."""
+    from psycopg import pq
     from psycopg.conninfo import make_conninfo
 
     connection = hook.connection
@@ -76,8 +77,11 @@ def conninfo(hook: Any) -> str:
         settings["options"] = hook.options
     ignored = set(getattr(hook, "ignored_extra_options", ()))
     settings.update({key: value for key, value in connection.extra_dejson.items() if key not in ignored})
+    # Only libpq's own keywords: psycopg.connect also takes Python-side arguments (prepare_threshold...).
+    libpq = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
     return make_conninfo(
-        "", **{key: str(value) for key, value in settings.items() if value not in (None, "")}
+        "",
+        **{key: str(value) for key, value in settings.items() if key in libpq and value not in (None, "")},
     )
 
 
