@@ -30,6 +30,8 @@ from airflow_mlpipe.components.data.extract import _postgres, database
 pytestmark = pytest.mark.postgres
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+# Quotes, a backslash, a space and a non-ASCII letter: the connection string must quote them.
+PASSWORD = "right pw'\\é"
 PG_BIN = Path("/usr/lib/postgresql")
 
 
@@ -259,14 +261,14 @@ def test_sslmode_reaches_the_driver(pg, make_context, monkeypatch):
 
 @pytest.fixture(scope="module")
 def password_server():
-    """A private PostgreSQL on a free loopback port that requires the password ``right-pw``."""
+    """A private PostgreSQL on a free loopback port that requires the password ``PASSWORD``."""
     versions = sorted(PG_BIN.glob("*/bin/initdb")) if PG_BIN.exists() else []
     if not versions or shutil.which("runuser") is None or os.geteuid() != 0:
         _skip_or_fail("initdb, runuser and root are needed to start a private PostgreSQL server")
     bin_dir = versions[-1].parent
     # Not under pytest's temp root: the postgres user must be able to reach the folder.
     home = Path(tempfile.mkdtemp(prefix="mlpipe-pg-password-"))
-    (home / "pw").write_text("right-pw\n")
+    (home / "pw").write_text(PASSWORD + "\n")
     shutil.chown(home, "postgres")
     shutil.chown(home / "pw", "postgres")
     port = _free_port()
@@ -310,7 +312,10 @@ def test_the_password_reaches_the_driver_and_a_wrong_one_is_a_clear_error(
 ):
     base = f"127.0.0.1:{password_server}/postgres"
     result = _extract(
-        make_context, monkeypatch, "SELECT current_user AS who", uri=f"postgresql://postgres:right-pw@{base}"
+        make_context,
+        monkeypatch,
+        "SELECT current_user AS who",
+        uri=f"postgresql://postgres:{urllib.parse.quote(PASSWORD, safe='')}@{base}",
     )
     assert _read(result["artifacts"]["data"]).to_pylist() == [{"who": "postgres"}]
 
@@ -472,3 +477,36 @@ def test_without_the_postgres_extra_the_error_says_what_to_install(pg, make_cont
         database.MissingDriverError, match=r"'warehouse'.*postgres.*airflow-mlpipe\[postgres\]"
     ):
         _extract(make_context, monkeypatch, "SELECT 1 AS one")
+
+
+def test_conninfo_carries_every_libpq_setting_of_the_connection(monkeypatch):
+    from airflow.sdk import BaseHook
+    from psycopg.conninfo import conninfo_to_dict
+
+    extras = {
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/ssl/ca.pem",
+        "application_name": "nightly extract",
+        "options": "-c search_path=marts,public",
+        "connect_timeout": 7,
+        "cursor": "dictcursor",  # the hook's own setting, not libpq's
+        "prepare_threshold": 5,  # psycopg's, not libpq's
+    }
+    password = urllib.parse.quote(PASSWORD, safe="")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WAREHOUSE",
+        f"postgresql://etl:{password}@db.internal:6543/analytics?{urllib.parse.urlencode(extras)}",
+    )
+    hook = BaseHook.get_connection("warehouse").get_hook()
+    assert conninfo_to_dict(_postgres.conninfo(hook)) == {
+        "host": "db.internal",
+        "port": "6543",
+        "dbname": "analytics",
+        "user": "etl",
+        "password": PASSWORD,
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/ssl/ca.pem",
+        "application_name": "nightly extract",
+        "options": "-c search_path=marts,public",
+        "connect_timeout": "7",
+    }
