@@ -13,7 +13,11 @@ schema of the local PostgreSQL with ``generate_series``. Then:
   - the floor: ``psql -c "\\copy (SELECT ...) TO 'file.csv' CSV"``, the server's COPY protocol
     straight to a file: no Python, no types, no compression.
 
-  The ratio net extract / psql is taken within each round; medians over rounds.
+  - the component alone: ``run(config, context)`` in a fresh process with Airflow's plugins and
+    the provider loaded first (as in a worker), timed around ``run`` only.
+
+  The ratios net extract / psql and component / psql are taken within each round; medians over
+  rounds.
 * **Memory**: the component alone (``run(config, context)`` with a real ``ComponentContext``) in a
   fresh process per run at 1M, 2M and 4M rows, its peak RSS (``ru_maxrss``); it should stay
   flat, since the result streams through a bounded queue one batch at a time.
@@ -234,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     memory: dict[int, list[dict[str, Any]]] = {}
     stage: list[dict[str, Any]] = []
     floor: list[dict[str, Any]] = []
+    alone: list[dict[str, Any]] = []
     try:
         psql(
             f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.user_events (user_id integer NOT NULL, "
@@ -251,19 +256,28 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  memory at {size} rows done", file=sys.stderr)
             if size == rows:
                 for round_no in range(rounds):
-                    pair = (runner.run, lambda: run_psql(schema, work))
-                    first, second = pair if round_no % 2 == 0 else pair[::-1]
-                    results = [first(), second()]
-                    stage_result, floor_result = results if round_no % 2 == 0 else results[::-1]
-                    stage.append(stage_result)
-                    floor.append(floor_result)
+                    contestants = {
+                        "stage": runner.run,
+                        "psql": lambda: run_psql(schema, work),
+                        "component": lambda: run_component(schema, args.batch_size, work),
+                    }
+                    order = list(contestants)[round_no % 3 :] + list(contestants)[: round_no % 3]
+                    results = {name: contestants[name]() for name in order}
+                    stage.append(results["stage"])
+                    floor.append(results["psql"])
+                    alone.append(results["component"])
                     print(f"  round {round_no + 1}/{rounds} done", file=sys.stderr)
         bad = [r["rows"] for r in stage if r["rows"] != rows] + [
             r["rows"] for size, runs in memory.items() for r in runs if r["rows"] != size
         ]
         if bad:
             raise RuntimeError(f"the extract returned {bad} rows, not the table's")
-        raw["runs"] = {"stage": stage, "psql": floor, "memory": {str(k): v for k, v in memory.items()}}
+        raw["runs"] = {
+            "stage": stage,
+            "psql": floor,
+            "component": alone,
+            "memory": {str(k): v for k, v in memory.items()},
+        }
     finally:
         psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         shutil.rmtree(work, ignore_errors=True)
@@ -284,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             benchlib.spread(rows / r["net_s"] for r in stage),
         ],
         [
+            "component alone, fresh process (run() only)",
+            len(alone),
+            benchlib.spread(r["seconds"] for r in alone),
+            benchlib.spread(rows / r["seconds"] for r in alone),
+        ],
+        [
             "psql \\copy -> CSV (floor)",
             len(floor),
             benchlib.spread(r["seconds"] for r in floor),
@@ -293,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     print(benchlib.table(["extract", "runs", "seconds", "rows/s"], table_rows))
     ratio = [s["net_s"] / f["seconds"] for s, f in zip(stage, floor, strict=True)]
     print(f"\nextract net / psql time, within a round: {benchlib.spread(ratio)} (goal <= 1.5, aim 1.0)")
+    ratio_alone = [c["seconds"] / f["seconds"] for c, f in zip(alone, floor, strict=True)]
+    print(f"component alone / psql time, within a round: {benchlib.spread(ratio_alone)}")
 
     print(f"\n## Memory of the component alone at batch_size {args.batch_size}, median (min-max)\n")
     base_rows = memory_sizes[0]
