@@ -47,6 +47,10 @@ def pg() -> str:
     import psycopg
 
     try:
+        import adbc_driver_postgresql  # noqa: F401
+    except ImportError as exc:
+        _skip_or_fail(f"the postgres extra (adbc-driver-postgresql) is not installed: {exc}")
+    try:
         psycopg.connect(DSN, connect_timeout=3).close()
     except psycopg.OperationalError as exc:
         _skip_or_fail(f"PostgreSQL on 127.0.0.1:5432 (database 'test') is unreachable: {exc}")
@@ -308,7 +312,7 @@ def _free_port() -> int:
 
 
 def test_the_password_reaches_the_driver_and_a_wrong_one_is_a_clear_error(
-    password_server, make_context, monkeypatch
+    pg, password_server, make_context, monkeypatch
 ):
     base = f"127.0.0.1:{password_server}/postgres"
     result = _extract(
