@@ -1,11 +1,13 @@
-"""data.extract.database: bind parameters, batching into row groups, SQLite and PostgreSQL."""
+"""data.extract.database: bind parameters, row groups, failures, on SQLite.
+
+PostgreSQL and MariaDB have test files of their own (test_extract_postgres.py, test_extract_mariadb.py).
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import sqlite3
-import uuid
 import warnings
 from pathlib import Path
 
@@ -16,8 +18,6 @@ from pydantic import ValidationError
 from airflow_mlpipe.components.data.extract import database
 from airflow_mlpipe.contract import ConfigDeprecationWarning
 from airflow_mlpipe.testing import run_component
-
-PG_URI = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _read(uri: str) -> pq.ParquetFile:
@@ -187,74 +187,6 @@ def test_the_json_schema_accepts_either_name_and_marks_the_old_one_deprecated():
             jsonschema.validate(wrong, schema)
 
 
-@pytest.fixture
-def postgres_dsn() -> str:
-    """The local PostgreSQL server, or a skip (a failure when CI=true) if it is unreachable."""
-    import psycopg
-
-    try:
-        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required on CI but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 (database 'test') is unreachable: {exc}")
-    return "host=127.0.0.1 port=5432 user=postgres dbname=test"
-
-
-@pytest.mark.postgres
-def test_postgres_extract_streams_through_a_server_side_cursor(postgres_dsn, make_context, monkeypatch):
-    import datetime
-
-    import psycopg
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    table = f"user_events_{uuid.uuid4().hex[:12]}"
-    start = datetime.date(2024, 1, 1)
-    rows = [
-        (i, i % 50, "click" if i % 3 else "view", i * 0.5, start + datetime.timedelta(days=i % 120))
-        for i in range(2_500)
-    ]
-    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
-        connection.execute(
-            f"CREATE TABLE {table} "
-            "(user_id integer, item_id integer, event_type text, value double precision, date date)"
-        )
-        with connection.cursor() as cursor:
-            cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s)", rows)
-
-    cursors: list[str] = []
-
-    def record_cursor(conn, cursor, statement, parameters, context, executemany):
-        if table in statement:
-            cursors.append(type(cursor).__name__)
-
-    event.listen(Engine, "before_cursor_execute", record_cursor)
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", PG_URI)
-    try:
-        config = database.Config(
-            query=f"SELECT * FROM {table} WHERE date > :cutoff AND event_type = :kind ORDER BY user_id",
-            conn_id="warehouse",
-            parameters={"cutoff": "2024-03-01", "kind": "x' OR '1'='1"},
-            batch_size=300,
-        )
-        assert database.run(config, make_context("extract"))["metrics"]["rows"] == 0
-
-        config = config.model_copy(update={"parameters": {"cutoff": "2024-03-01", "kind": "click"}})
-        result = database.run(config, make_context("extract", run_id="second"))
-    finally:
-        event.remove(Engine, "before_cursor_execute", record_cursor)
-        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE IF EXISTS {table}")
-
-    expected = [row for row in rows if row[4] > datetime.date(2024, 3, 1) and row[2] == "click"]
-    parquet = _read(result["artifacts"]["data"])
-    assert result["metrics"]["rows"] == len(expected) > 300
-    assert parquet.metadata.num_row_groups == math.ceil(len(expected) / 300)
-    assert [tuple(row.values()) for row in parquet.read().to_pylist()] == expected
-    assert cursors and set(cursors) == {"ServerCursor"}
-
-
 # -- fault injection: the database goes away or fails half-way ---------------------------------
 
 
@@ -272,6 +204,12 @@ def _leftovers(context) -> list[str]:
 
 
 def test_a_postgres_server_refusing_connections_fails_naming_the_connection(make_context, monkeypatch):
+    try:
+        import adbc_driver_postgresql  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"the postgres extra is required on CI: {exc}")
+        pytest.skip(f"the postgres extra (adbc-driver-postgresql) is not installed: {exc}")
     # A closed port: the driver gets "connection refused" straight away.
     monkeypatch.setenv(
         "AIRFLOW_CONN_WAREHOUSE_DOWN", f"postgresql://etl:s3cret-pw@127.0.0.1:{_free_port()}/test"
@@ -378,3 +316,18 @@ def test_extract_into_an_object_store_publishes_only_the_finished_file(
     failing.artifact_dir.fs.invalidate_cache()
     assert not failing.artifact_dir.fs.exists(failing.artifact_dir.path + "/" + database.FILE_NAME)
     assert not failing.artifact_dir.fs.exists(failing.artifact_dir.path + "/" + database.PARTIAL_NAME)
+
+
+def test_a_connection_type_without_its_provider_is_an_error_saying_what_to_install(make_context, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_LEGACY_DB", "mlpipe-nowhere://user@db.example/legacy")
+    config = database.Config(query="SELECT 1", conn_id="legacy_db")
+    with pytest.raises(
+        database.MissingDriverError,
+        match=r"connection 'legacy_db' is of type 'mlpipe_nowhere'.*install the Airflow provider",
+    ):
+        database.run(config, make_context("extract"))
+
+
+def test_the_missing_extra_for_mysql_is_named(monkeypatch):
+    error = database._missing_driver("marts", "mysql", ImportError("No module named 'MySQLdb'"))
+    assert "pip install 'airflow-mlpipe[mysql]'" in str(error)

@@ -1,34 +1,49 @@
 """Run a SQL query through an Airflow connection and stream its rows into one Parquet file.
 
-The connection may be any database the ``common.sql`` provider supports (its hook must be a
-``DbApiHook`` with a SQLAlchemy URI: SQLite, PostgreSQL, MySQL...). Values in ``parameters`` are
-sent as bind parameters (``:name`` in the query), never formatted into the SQL text, so a value
-like ``x' OR '1'='1`` is compared as data.
+Two paths, behind the same ``Config``:
 
-Rows are fetched ``batch_size`` at a time (a server-side cursor where the driver has one, such as
-PostgreSQL) and each batch becomes one Parquet row group, so memory stays bounded by the batch
-whatever the size of the result.
+* **PostgreSQL** (connection type ``postgres``): the server's binary ``COPY`` read by the ADBC
+  driver straight into Arrow batches (``_postgres``), about the speed of ``psql \\copy``. The
+  ``:name`` parameters are inlined as literals by psycopg's client-side binding
+  (``ClientCursor.mogrify``, the driver's own quoting for this server), never by string
+  formatting. Every setting of the Airflow connection (host, port, database, login, password,
+  ``sslmode``, ``options``, ``application_name`` and the other extras) reaches the driver. What
+  each PostgreSQL type becomes in Parquet is ``_postgres.POSTGRES_TYPES``; a type Parquet cannot
+  hold (``interval``, ``inet``...) is an error naming the column and the SQL cast that fixes it.
+  Needs the ``postgres`` extra.
+* **Every other database** of the ``common.sql`` family (SQLite, MySQL/MariaDB with the ``mysql``
+  extra, ...): the hook's DB-API connection, ``fetchmany(batch_size)`` into Arrow columns
+  (``_dbapi``), through a streaming cursor where the driver has one. Parameters are bound by the
+  driver in its own ``paramstyle``.
+
+Either way a value like ``x' OR '1'='1`` is compared as data, NULL and the empty string stay
+distinct, and the rows go to a ``pyarrow`` ParquetWriter on a second thread through a bounded
+queue (``_parquet``), so memory stays flat whatever the size of the result. Each row group holds
+``batch_size`` rows; a progress line (rows, row groups, rows/s) is logged every
+``log_every_batches`` row groups.
 
 The file is written as ``.data.parquet.partial`` and renamed to ``data.parquet`` only once every
 row is in it. If the database cannot be reached the stage fails with an error naming the Airflow
 connection before anything is written; if the query fails half-way the partial file is deleted
 (and would keep its ``.partial`` name if even that failed), so a truncated extract is never
-reported as the stage's output.
+reported as the stage's output. A connection type whose provider or driver is not installed is
+an error naming the extra to install.
 
 ``conn_id`` used to be called ``connection``; that spelling still works and warns.
 
-Artifacts: ``data`` (the Parquet file). Metrics: ``rows``, ``batches``. Reads no upstream
-artifacts. Overridable at trigger time: ``batch_size`` only (never the query, its parameters or
-the connection).
+Artifacts: ``data`` (the Parquet file). Metrics: ``rows``, ``batches`` (row groups). Reads no
+upstream artifacts. Overridable at trigger time: ``batch_size`` only (never the query, its
+parameters or the connection).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -36,8 +51,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from airflow_mlpipe.contract import OVERRIDABLE, ConfigDeprecationWarning, Produces, Requires
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from airflow_mlpipe.contract import ComponentContext
 
 ParameterValue = (
@@ -113,7 +126,9 @@ class Config(BaseModel):
     batch_size: int = Field(
         default=10_000,
         gt=0,
-        description="Rows fetched per round trip and written per Parquet row group",
+        description=(
+            "Rows per Parquet row group (and per fetch on the DB-API path; PostgreSQL streams COPY)"
+        ),
         json_schema_extra={OVERRIDABLE: True},
     )
     column_types: dict[str, str] = Field(
@@ -159,80 +174,218 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     """Stream the query result into ``<artifact_dir>/data.parquet``."""
     from sqlalchemy import text
 
-    statement = text(config.query)
-    _check_parameters(set(statement.compile().params), set(config.parameters))
+    from airflow_mlpipe.components.data.extract._parquet import write_stream
 
-    engine = _engine(config.conn_id)
+    _check_parameters(set(text(config.query).compile().params), set(config.parameters))
+
+    connection, hook = _hook(config.conn_id)
+    dialect = _dialect_name(connection, hook)
+    fast = connection.conn_type == POSTGRES_CONN_TYPE
     target = context.artifact_dir / FILE_NAME
     partial = context.artifact_dir / PARTIAL_NAME
     log = context.log
     log.info(
-        "Extracting from connection '%s' (%s) in batches of %d rows into %s",
+        "Extracting from connection '%s' (%s, %s) in row groups of %d rows into %s",
         config.conn_id,
-        engine.dialect.name,
+        dialect,
+        "binary COPY through ADBC" if fast else "DB-API",
         config.batch_size,
         target,
     )
     started = time.monotonic()
+    open_result = _open_postgres if fast else _open_dbapi
+    driver_errors: tuple[type[BaseException], ...] = ()
     try:
-        with _connect(engine, config.conn_id) as connection:
+        with open_result(connection, hook, config) as (schema, batches, driver_errors):
             try:
-                # stream_results asks for a server-side cursor (PostgreSQL, MySQL); drivers without
-                # one, such as SQLite's, already fetch lazily.
-                result = connection.execution_options(
-                    stream_results=True, yield_per=config.batch_size
-                ).execute(statement, config.parameters)
-                columns = list(result.keys())
                 with partial.open("wb") as sink:
-                    rows, batches = _write_batches(result, columns, sink, config, log, started)
+                    rows, batches_written = write_stream(
+                        batches,
+                        schema,
+                        sink,
+                        compression=config.compression,
+                        batch_size=config.batch_size,
+                        log=log,
+                        log_every_batches=config.log_every_batches,
+                        started=started,
+                    )
             except BaseException:
                 _remove_quietly(partial, log)
                 raise
         _publish(partial, target)
-    except Exception as exc:
-        _raise_with_connection(exc, config.conn_id, engine.dialect.name)
-        raise
-    finally:
-        engine.dispose()
+    except driver_errors as exc:
+        raise QueryFailedError(
+            f"the query on Airflow connection '{config.conn_id}' ({dialect}) failed: "
+            f"{_reason(exc, connection)}; no data artifact was written"
+        ) from exc
 
     elapsed = time.monotonic() - started
+    columns = schema.names
     if rows == 0:
         log.warning("The query returned no rows; wrote an empty Parquet file with columns %s", columns)
     log.info(
-        "Extracted %d rows, %d columns, in %d batches in %.1fs to %s",
+        "Extracted %d rows, %d columns, in %d batches in %.1fs (%.0f rows/s) to %s",
         rows,
         len(columns),
-        batches,
+        batches_written,
         elapsed,
+        rows / elapsed if elapsed else 0,
         target,
     )
-    return {"artifacts": {ARTIFACT_NAME: str(target)}, "metrics": {"rows": rows, "batches": batches}}
+    return {"artifacts": {ARTIFACT_NAME: str(target)}, "metrics": {"rows": rows, "batches": batches_written}}
 
 
-def _connect(engine: Any, conn_id: str) -> Any:
-    """Open a connection; a database that cannot be reached is an error naming the Airflow connection."""
-    from sqlalchemy.exc import DBAPIError
+#: The Airflow connection type read through the binary COPY path; every other one uses the DB-API.
+POSTGRES_CONN_TYPE = "postgres"
 
+#: The airflow-mlpipe extra that installs what a connection type needs.
+EXTRA_FOR_CONN_TYPE = {"postgres": "postgres", "mysql": "mysql"}
+
+
+class MissingDriverError(ImportError):
+    """What a connection type needs (its Airflow provider or driver) is not installed."""
+
+
+def _hook(conn_id: str) -> tuple[Any, Any]:
+    """The Airflow connection and its SQL hook; a missing provider is an error naming the extra to install."""
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+    from airflow.sdk import BaseHook
+
+    connection = BaseHook.get_connection(conn_id)
     try:
-        return engine.connect()
-    except DBAPIError as exc:
-        reason = str(exc.orig).strip() if exc.orig is not None else str(exc)
+        hook = connection.get_hook()
+    except ImportError as exc:
+        raise _missing_driver(conn_id, str(connection.conn_type), exc) from exc
+    except Exception as exc:
+        if "Unknown hook type" not in str(exc):
+            raise
+        raise _missing_driver(conn_id, str(connection.conn_type), exc) from exc
+    if not isinstance(hook, DbApiHook):
+        raise TypeError(
+            f"connection '{conn_id}' gives a {type(hook).__name__}, not a SQL (DbApiHook) hook; "
+            "use a connection type of the common.sql family (sqlite, postgres, mysql...)"
+        )
+    return connection, hook
+
+
+def _missing_driver(conn_id: str, conn_type: str, exc: BaseException) -> MissingDriverError:
+    extra = EXTRA_FOR_CONN_TYPE.get(conn_type)
+    fix = (
+        f"pip install 'airflow-mlpipe[{extra}]'"
+        if extra
+        else f"install the Airflow provider for connection type '{conn_type}'"
+    )
+    return MissingDriverError(
+        f"connection '{conn_id}' is of type '{conn_type}', but what it needs is not installed ({exc}); {fix}"
+    )
+
+
+def _dialect_name(connection: Any, hook: Any) -> str:
+    try:
+        return str(hook.dialect_name)
+    except Exception:  # a hook without a SQLAlchemy URI: the connection type says enough
+        return str(connection.conn_type)
+
+
+def _connect(hook: Any, connection: Any, dialect: str) -> Any:
+    """The hook's DB-API connection; a database that cannot be reached is an error naming the connection."""
+    try:
+        if connection.conn_type == "sqlite":
+            # SqliteHook.get_conn turns sqlite:////abs/path into the invalid file://abs/path; its
+            # SQLAlchemy URL is right, and a SQLite connection has no other setting to lose.
+            import sqlite3
+
+            from sqlalchemy.engine import make_url
+
+            url = make_url(hook.get_uri())
+            args, kwargs = url.get_dialect()().create_connect_args(url)
+            connect: Any = sqlite3.connect  # the dialect's arguments are sqlite3.connect's
+            return connect(*args, **kwargs)
+        return hook.get_conn()
+    except ImportError as exc:
+        raise _missing_driver(connection.conn_id, connection.conn_type, exc) from exc
+    except Exception as exc:
         raise DatabaseUnavailableError(
-            f"cannot connect to the database of Airflow connection '{conn_id}' ({engine.dialect.name}): "
-            f"{reason}"
+            f"cannot connect to the database of Airflow connection '{connection.conn_id}' ({dialect}): "
+            f"{_reason(exc, connection)}"
         ) from exc
 
 
-def _raise_with_connection(exc: Exception, conn_id: str, dialect: str) -> None:
-    """Re-raise a driver error from the query as one that names the connection (others pass)."""
-    from sqlalchemy.exc import DBAPIError
+def _reason(exc: BaseException, connection: Any) -> str:
+    """The driver's message, one line per line it has, with the connection's password masked."""
+    reason = str(exc).strip()
+    if connection.password:
+        reason = reason.replace(connection.password, "***")
+    return reason
 
-    if isinstance(exc, DBAPIError):
-        reason = str(exc.orig).strip() if exc.orig is not None else str(exc)
+
+@contextlib.contextmanager
+def _open_dbapi(connection: Any, hook: Any, config: Config) -> Iterator[tuple[Any, Any, Any]]:
+    """Schema, batches and the driver's error classes of the query on the DB-API path."""
+    from airflow_mlpipe.components.data.extract import _dbapi
+
+    db = _connect(hook, connection, _dialect_name(connection, hook))
+    errors = _driver_errors(db)
+    try:
+        try:
+            sql, values = _dbapi.bind(config.query, config.parameters, _dbapi.driver_paramstyle(db))
+            cursor = _dbapi.streaming_cursor(db)
+            cursor.execute(sql, values)
+            schema, batches = _dbapi.read_batches(cursor, config.batch_size, config.column_types)
+        except errors as exc:
+            raise QueryFailedError(
+                f"the query on Airflow connection '{connection.conn_id}' ({_dialect_name(connection, hook)}) "
+                f"failed: {_reason(exc, connection)}; no data artifact was written"
+            ) from exc
+        yield schema, batches, errors
+        cursor.close()
+    finally:
+        db.close()
+
+
+@contextlib.contextmanager
+def _open_postgres(connection: Any, hook: Any, config: Config) -> Iterator[tuple[Any, Any, Any]]:
+    """Schema, batches and the drivers' error classes of the query on the binary COPY path."""
+    try:
+        import adbc_driver_manager
+        import adbc_driver_postgresql  # noqa: F401  (checked here: its absence is a setup error)
+        import psycopg
+
+        from airflow_mlpipe.components.data.extract import _postgres
+    except ImportError as exc:
+        raise _missing_driver(connection.conn_id, connection.conn_type, exc) from exc
+
+    db = _connect(hook, connection, "postgresql")
+    try:
+        query = _postgres.literal_query(db, config.query, config.parameters)
+    finally:
+        db.close()
+    errors = (adbc_driver_manager.Error, psycopg.Error, _postgres.ResultStreamError)
+    try:
+        schema, batches, close = _postgres.read_batches(_postgres.conninfo(hook), query, config.column_types)
+    except adbc_driver_manager.OperationalError as exc:
+        raise DatabaseUnavailableError(
+            f"cannot connect to the database of Airflow connection '{connection.conn_id}' (postgresql): "
+            f"{_reason(exc, connection)}"
+        ) from exc
+    except errors as exc:
         raise QueryFailedError(
-            f"the query on Airflow connection '{conn_id}' ({dialect}) failed: {reason}; "
-            "no data artifact was written"
+            f"the query on Airflow connection '{connection.conn_id}' (postgresql) failed: "
+            f"{_reason(exc, connection)}; no data artifact was written"
         ) from exc
+    try:
+        yield schema, batches, errors
+    finally:
+        close()
+
+
+def _driver_errors(db: Any) -> tuple[type[BaseException], ...]:
+    """The DB-API ``Error`` class of the driver module that made ``db``."""
+    import importlib
+
+    module = importlib.import_module(type(db).__module__.split(".")[0])
+    error = getattr(module, "Error", None)
+    return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
 
 
 def _publish(partial: Any, target: Any) -> None:
@@ -249,41 +402,6 @@ def _remove_quietly(path: Any, log: Any) -> None:
         log.warning("Could not delete the partial extract %s: %s", path, exc)
 
 
-def _write_batches(
-    result: Any, columns: list[str], sink: Any, config: Config, log: Any, started: float
-) -> tuple[int, int]:
-    """Write each fetched batch as one row group; return (rows, batches)."""
-    import pyarrow.parquet as pq
-
-    rows = batches = 0
-    writer: pq.ParquetWriter | None = None
-    try:
-        for partition in result.partitions(config.batch_size):
-            table = _to_table(partition, columns, config.column_types, writer.schema if writer else None)
-            if writer is None:
-                writer = pq.ParquetWriter(sink, table.schema, compression=config.compression)
-            writer.write_table(table, row_group_size=config.batch_size)
-            rows += table.num_rows
-            batches += 1
-            if batches % config.log_every_batches == 0:
-                elapsed = time.monotonic() - started
-                log.info(
-                    "Extracted %d rows in %d batches (%.0f rows/s)",
-                    rows,
-                    batches,
-                    rows / elapsed if elapsed else 0,
-                )
-        if writer is None:
-            # No rows: still write a valid, empty file with the result's columns.
-            empty = _to_table([], columns, config.column_types, None)
-            writer = pq.ParquetWriter(sink, empty.schema, compression=config.compression)
-            writer.write_table(empty)
-    finally:
-        if writer is not None:
-            writer.close()
-    return rows, batches
-
-
 def _check_parameters(in_query: set[str], given: set[str]) -> None:
     missing = sorted(in_query - given)
     unused = sorted(given - in_query)
@@ -294,50 +412,3 @@ def _check_parameters(in_query: set[str], given: set[str]) -> None:
         if unused:
             problems.append(f"parameters {', '.join(unused)} do not appear in the query as :name")
         raise ValueError("; ".join(problems))
-
-
-def _engine(conn_id: str) -> Any:
-    """The SQLAlchemy engine of an Airflow connection, obtained the common.sql way."""
-    from airflow.providers.common.sql.hooks.sql import DbApiHook
-    from airflow.sdk import BaseHook
-
-    hook = BaseHook.get_connection(conn_id).get_hook()
-    if not isinstance(hook, DbApiHook):
-        raise TypeError(
-            f"connection '{conn_id}' gives a {type(hook).__name__}, not a SQL (DbApiHook) hook; "
-            "use a connection type of the common.sql family (sqlite, postgres, mysql...)"
-        )
-    return hook.get_sqlalchemy_engine()
-
-
-def _to_table(
-    rows: Sequence[Any], columns: list[str], column_types: Mapping[str, str], schema: pa.Schema | None
-) -> pa.Table:
-    """One batch of rows as an Arrow table with the file's schema (inferred from the first batch)."""
-    import pyarrow as pa
-
-    values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
-    arrays = []
-    for position, name in enumerate(columns):
-        if schema is not None:
-            wanted = schema.field(position).type
-        elif name in column_types:
-            wanted = pa.type_for_alias(column_types[name])
-        else:
-            wanted = None
-        try:
-            arrays.append(pa.array(values[position], type=wanted, from_pandas=False))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-            raise ValueError(
-                f"column '{name}' has values that do not fit type {wanted} (inferred from the first batch "
-                f"unless set): {exc}; declare its type in column_types, e.g. {{{name}: float64}}"
-            ) from exc
-    table = pa.Table.from_arrays(arrays, names=columns)
-    if schema is None:
-        untyped = [field.name for field in table.schema if pa.types.is_null(field.type)]
-        if untyped and rows:
-            raise ValueError(
-                f"columns {untyped} are NULL in the whole first batch, so their type cannot be inferred; "
-                "declare them in column_types"
-            )
-    return table
