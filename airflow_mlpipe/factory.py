@@ -154,7 +154,8 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
                     cache=_cache_enabled(stage, pipeline, components[stage.name]),
                     cache_ttl=_setting(stage, pipeline, "cache_ttl"),
                     outlets=_outlets(components[stage.name], stage.config, pipeline.name),
-                    task_settings=settings,
+                    # Each variant runs where the stage's runtime says; the plan and the selection here.
+                    task_settings=settings | runtime_task_arguments(stage.runtime),
                 )
                 continue
             tasks[stage.name] = first_tasks[stage.name] = ComponentOperator(

@@ -285,7 +285,8 @@ def add_sweep_tasks(
 ) -> tuple[BaseOperator, BaseOperator]:
     """The tasks of a swept stage, in the current DAG: ``(first, last)`` for wiring.
 
-    ``task_settings`` (retries, retry_delay, execution_timeout, pool, queue) apply to each variant.
+    ``task_settings`` (retries, retry_delay, execution_timeout, pool, queue, and the stage runtime's
+    ``python`` or ``executor_config``) apply to each variant.
     """
     plan = SweepPlanOperator(
         task_id=plan_task_id(stage),

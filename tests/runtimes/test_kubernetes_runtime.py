@@ -286,3 +286,24 @@ def test_validation_names_file_line_and_field_of_a_bad_runtime(tmp_path: Path):
     assert f"recommender_training.yaml:{line}:" in text
     assert "stages[train].runtime.kubernetes.resources.memory: '16GG' is not a Kubernetes quantity" in text
     assert "unknown field 'node_selctor'" in text and "did you mean 'node_selector'?" in text
+
+
+def test_a_swept_stage_runs_each_variant_in_the_stages_pod(tmp_path: Path):
+    folder = spec_with_runtime(tmp_path / "specs", TRAIN_RUNTIME)
+    spec = folder / "recommender_training.yaml"
+    marker = "    execution_timeout: 1h\n"
+    sweep = (
+        "    sweep:\n      grid: {factors: [16, 32]}\n"
+        "      select: {metric: val_recall@10, mode: max}\n"
+    )
+    spec.write_text(spec.read_text().replace(marker, marker + sweep))
+    dag = build_dags(folder, "dev")["recommender_training"]
+    assert INVALID_TAG not in (dag.tags or ()), dag.doc_md
+
+    variants = dag.get_task("train.variants")
+    pod = variants.partial_kwargs["executor_config"]["pod_override"]
+    assert pod.spec.containers[0].image == "registry.example.com/ml/train:1.4"
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    # The plan and the selection are small: they stay on the default executor.
+    for task_id in ("train.plan", "train"):
+        assert not dag.get_task(task_id).executor_config

@@ -202,10 +202,15 @@ def test_overridable_is_not_a_defaults_setting(tmp_path: Path) -> None:
 def test_overridable_leaves_the_config_version_of_specs_without_it_alone(tmp_path: Path) -> None:
     pipeline = load(write(tmp_path, "demo.yaml", spec(stage("extract", "source"))))
     # The hash as it was computed before stages had the field: the dump without it (and without
-    # 'sweep' and 'approval', which came later and are left out the same way).
+    # 'sweep', 'approval' and 'runtime', which came later and are left out the same way).
     dumped = pipeline.model_dump(mode="json")
     for dumped_stage in dumped["stages"]:
-        del dumped_stage["overridable"], dumped_stage["sweep"], dumped_stage["approval"]
+        del (
+            dumped_stage["overridable"],
+            dumped_stage["sweep"],
+            dumped_stage["approval"],
+            dumped_stage["runtime"],
+        )
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     assert pipeline.config_version == hashlib.sha256(canonical.encode()).hexdigest()[:12]
     listed = load(write(tmp_path, "demo.yaml", spec(stage("extract", "source", extra="overridable: []"))))

@@ -14,7 +14,7 @@ same pairs give the same model. The ``val_*`` metrics (``val_recall@10``, ``val_
 Weights are not used: a pair is an interaction or not.
 
 The default ``l2`` (200) is the value the validation split of the 100k-rating movie benchmark
-selects (BENCHMARKS.md, section 6); it grows with the number of users, so sweep it on other data.
+selects (BENCHMARKS.md, section 9); it grows with the number of users, so sweep it on other data.
 
 **Memory.** ``B`` is a dense items x items matrix: the stage needs about 12 bytes per item pair
 (the float64 matrix inverted in place, then a float32 copy), 1.2 GB for 10,000 items and 4.8 GB

@@ -24,7 +24,7 @@ model has seen the validation pairs, so it cannot be validated on them); ``val_r
 sweep can select on them.
 
 The defaults (``factors`` 64, ``regularization`` 20, ``alpha`` 3) come from a grid measured on the
-validation split of the 100k-rating movie benchmark (BENCHMARKS.md, section 6): ``implicit`` does
+validation split of the 100k-rating movie benchmark (BENCHMARKS.md, section 9): ``implicit`` does
 not scale the regularisation by the number of interactions, so values around 20 to 30 suit data
 of that size (0.01, the old default, overfits after a few epochs); scale it with the number of
 interactions per user or item on much larger data, or sweep it.
