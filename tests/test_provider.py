@@ -14,7 +14,15 @@ def test_provider_info_documents_every_option():
     options = get_provider_info()["config"]["mlpipe"]["options"]
 
     assert (
-        set(options) == set(DEFAULTS) == {"environment", "component_modules", "artifact_root", "smtp_conn_id"}
+        set(options)
+        == set(DEFAULTS)
+        == {
+            "environment",
+            "component_modules",
+            "artifact_root",
+            "smtp_conn_id",
+            "spec_cache_dir",
+        }
     )
     for name, option in options.items():
         assert option["description"] and option["default"] == DEFAULTS[name]
