@@ -3,7 +3,8 @@
 Sets up an Airflow home under ``.demo/`` (SQLite metadata database), generates synthetic
 ``user_events`` into ``.demo/analytics.db`` behind the ``analytics_db`` connection, runs
 ``recommender_training`` from ``dags/pipelines`` with ``airflow dags test``, and prints the
-execution record, the metrics against their thresholds and where the model was registered.
+execution record, the sweep's variants, the metrics against their thresholds and where the model
+was registered.
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ def _specs_with_registry(source: Path, target: Path, registry: str) -> Path:
 def report(record: dict[str, Any]) -> None:
     print("\n--- Execution record (XCom of task 'execution_record') ---")
     print(json.dumps(record, indent=2))
+    for stage, sweep in (record.get("sweeps") or {}).items():
+        print(f"\n--- Sweep of {stage}: {sweep['mode']} {sweep['metric']} wins ---")
+        for index, variant in enumerate(sweep["variants"]):
+            value = (variant.get("metrics") or {}).get(sweep["metric"])
+            mark = "  <- selected" if index == sweep["selected"] else ""
+            print(f"{variant['label']:<44}{_fmt(value):>10}  {variant['state']}{mark}")
     metrics = record["outputs"].get("evaluate", {}).get("metrics", {})
     if metrics:
         print("\n--- Metrics against thresholds ---")

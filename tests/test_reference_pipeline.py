@@ -53,6 +53,19 @@ def test_reference_pipeline_passes_its_thresholds_and_registers_versions(
     assert metrics["recall@10"] >= 1.5 * metrics["baseline.recall@10"]
     assert first.record["outputs"]["register"]["metrics"]["version"] == 1.0
     assert read_alias(registry, "recommender_training")["version"] == 1
+    # The reference spec picks its hyperparameters with a sweep, on validation recall@10 only.
+    sweep = first.record["sweeps"]["train"]
+    assert (sweep["metric"], sweep["mode"]) == ("val_recall@10", "max")
+    grid = {
+        (v["config"]["factors"], v["config"]["regularization"], v["config"]["alpha"])
+        for v in sweep["variants"]
+    }
+    assert grid == {(f, r, a) for f in (64, 128) for r in (20, 30) for a in (3, 5)}
+    scores = [v["metrics"]["val_recall@10"] for v in sweep["variants"]]
+    assert sweep["selected"] == scores.index(max(scores))
+    winner = sweep["variants"][sweep["selected"]]
+    assert first.record["configs"]["train"] == winner["config"]
+    assert first.record["outputs"]["train"]["metrics"] == winner["metrics"]
     # Progress lines of the components reach the task logs.
     assert "rows" in first.output and "epoch" in first.output.lower()
 

@@ -102,7 +102,12 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         processes.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port))
         for label, dag_id, overrides in [
             ("first", "recommender_training", {}),
-            ("second", "recommender_training", {"train": {"factors": 16, "epochs": 10}}),
+            # The reference spec sweeps factors: a trigger replaces the sweep's values to change it.
+            (
+                "second",
+                "recommender_training",
+                {"train": {"sweep": {"grid": {"factors": [16]}}, "epochs": 10}},
+            ),
             ("failed", "recommender_training", {"extract": {"batch_size": "lots"}}),
             ("features", "user_engagement_features", {}),
         ]:

@@ -11,12 +11,15 @@ STAGES = ["extract", "transform_features", "train", "evaluate", "register"]
 
 OVERLAY = """\
 # The deployment tests' environment: manual runs only, so unpausing it starts no scheduled run;
-# train on the GPU workers' queue; the registry on S3 (a trigger may not change a registry).
+# train on the GPU workers' queue, once (these tests follow one train task to its worker and
+# through the cache; the reference spec's sweep runs in the UI server's runs and test_sweep_runs);
+# the registry on S3 (a trigger may not change a registry).
 metadata:
   schedule: null
 stages:
   - name: train
     queue: {gpu_queue}
+    sweep: null
   - name: register
     config: {{registry: "{registry}", conn_id: {conn_id}}}
 """

@@ -147,6 +147,20 @@ def test_page_renders_pipelines_charts_records_and_registry(browser, ui_server, 
     assert "✗ extract" in records[0].text and "✓ register" in records[1].text
     assert "manual" in records[1].text and "via test" in records[1].text
 
+    # The reference spec's sweep of train: the newest swept run's variants, the winner marked.
+    entries = ui_server.api().get("/mlpipe/api/pipelines/recommender_training/records")["records"]
+    swept = next(entry for entry in entries if entry["record"] and entry["record"]["sweeps"])
+    assert swept["run_id"] == ui_server.runs["second"]  # its trigger replaced the grid: factors=16
+    sweep = swept["record"]["sweeps"]["train"]
+    table = css(driver, "#sweeps section.sweep[data-stage='train']")[0]
+    assert f"{len(sweep['variants'])} variants in run {swept['run_id']}" in table.text
+    rows = css(table, "tbody tr")
+    assert len(rows) == len(sweep["variants"]) == 4  # factors [16] x regularization x alpha
+    assert [row.get_attribute("data-index") for row in css(table, "tbody tr.selected")] == [
+        str(sweep["selected"])
+    ]
+    assert "★ selected" in rows[sweep["selected"]].text
+
     registry = {m.get_attribute("data-uri"): m for m in css(driver, ".registry-model")}
     model = registry[f"file://{ui_server.registry}/recommender_training"]
     versions = [row.text.split()[0] for row in css(model, "tbody tr")]

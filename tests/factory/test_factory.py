@@ -60,16 +60,19 @@ def test_reference_dag_follows_the_spec(mlpipe_check_dags):
     assert set(dag.tags) == {"recommender", MLPIPE_TAG, "v3.2.1"}
     assert '"config_version"' in dag.doc_md and "Resolved spec" in dag.doc_md
     stages = ["extract", "transform_features", "train", "evaluate", "register"]
-    assert set(dag.task_ids) == {*stages, RECORD_TASK_ID}
-    for upstream, downstream in itertools.pairwise(stages):
+    # train is swept: its plan, its variants (one mapped task instance each), then the selection.
+    tasks = ["extract", "transform_features", "train.plan", "train.variants", "train", "evaluate", "register"]
+    assert set(dag.task_ids) == {*tasks, RECORD_TASK_ID}
+    for upstream, downstream in itertools.pairwise(tasks):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     record = dag.get_task(RECORD_TASK_ID)
     assert record.upstream_task_ids == set(stages)
     assert record.trigger_rule == "all_done"
-    train = dag.get_task("train")
-    assert train.retries == 1  # from defaults
-    assert train.retry_delay == timedelta(minutes=5)
-    assert train.execution_timeout == timedelta(hours=1)
+    variants = dag.get_task("train.variants")
+    assert variants.max_active_tis_per_dagrun == 4  # the sweep's max_parallel
+    assert variants.retries == 1  # from defaults: each variant retries on its own
+    assert variants.retry_delay == timedelta(minutes=5)
+    assert variants.execution_timeout == timedelta(hours=1)
     assert dag.get_task("extract").config["parameters"]["cutoff"] == (
         "{{ macros.ds_add(dag_run.run_after | ds, -90) }}"
     )
@@ -98,7 +101,7 @@ def test_overlay_for_the_configured_environment_is_applied(monkeypatch):
     dag = build_dags(REPO_DAGS / "pipelines")["recommender_training"]
 
     assert dag.get_task("register").config["registry"] == "s3://models/acme/"
-    assert dag.get_task("train").retries == 3
+    assert dag.get_task("train.variants").retries == 3
     assert dag.get_task("extract").config["batch_size"] == 50000
     assert "`production`" in dag.doc_md
 
@@ -247,9 +250,14 @@ def test_stage_cache_follows_the_component_policy_unless_the_spec_says_otherwise
     default = build_dags(folder)["recommender_training"]
     tuned = build_dags(folder, environment="tuned")["recommender_training"]
 
+    def cache(dag, stage: str, setting: str = "cache"):
+        if stage == "train":  # swept: each variant is looked up and stored on its own
+            return dag.get_task("train.variants").partial_kwargs[setting]
+        return getattr(dag.get_task(stage), setting)
+
     assert {
-        task: default.get_task(task).cache
-        for task in ("extract", "transform_features", "train", "evaluate", "register")
+        stage: cache(default, stage)
+        for stage in ("extract", "transform_features", "train", "evaluate", "register")
     } == {
         "extract": False,  # external data: off unless the spec says so
         "transform_features": True,
@@ -257,8 +265,8 @@ def test_stage_cache_follows_the_component_policy_unless_the_spec_says_otherwise
         "evaluate": True,
         "register": False,  # side effects: never
     }
-    assert default.get_task("train").cache_ttl is None
-    assert tuned.get_task("extract").cache is True and tuned.get_task("train").cache is False
+    assert cache(default, "train", "cache_ttl") is None
+    assert cache(tuned, "extract") is True and cache(tuned, "train") is False
     assert tuned.get_task("evaluate").cache_ttl == timedelta(days=30)
 
 

@@ -50,6 +50,16 @@ def test_a_grid_sweep_loads_and_expands_to_every_combination_in_order(tmp_path: 
     assert stage.sweep.swept_fields() == {"epochs", "learning_rate"}
 
 
+def test_an_overlay_turns_a_sweep_off_with_null_and_the_stage_runs_once(tmp_path: Path) -> None:
+    text = swept("grid: {epochs: [5, 10]}\nselect: {metric: loss, mode: min}")
+    path = write(tmp_path, "demo.yaml", text)
+    write(tmp_path, "demo.once.yaml", "stages:\n  - name: train\n    sweep: null\n")
+    assert load(path).stage("train").sweep is not None
+    once = load(path, "once")
+    assert once.stage("train").sweep is None
+    assert once.config_version == load(write(tmp_path / "plain", "demo.yaml", HEADER)).config_version
+
+
 def test_a_sweep_changes_the_config_version_and_a_spec_without_one_keeps_its_hash(tmp_path: Path) -> None:
     plain = load(write(tmp_path, "demo.yaml", HEADER))
     text = swept("variants: [{epochs: 5}, {epochs: 10, seed: 4}]\nselect: {metric: loss, mode: min}")
