@@ -51,11 +51,21 @@ WHEEL_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 METRICS = ["recall@10", "ndcg@10", "coverage"]
 SELECT = "recall@10"
 GOAL = {"recall@10": 0.235, "ndcg@10": 0.42}
-#: The reference spec's sweep (dags/pipelines/recommender_training.yaml, once sweeps land).
-ALS_GRID = {"factors": [64, 128], "regularization": [20, 30], "alpha": [3, 5]}
 EASE_GRID = {"l2": [100, 200, 300, 500]}
 IMPLICIT_GRID = {"factors": [64, 128], "regularization": [1, 10, 30], "alpha": [1, 5, 20]}
 KNN_GRID = {"neighbours": [10, 25, 50, 100, 200]}
+
+
+def reference_grid() -> dict[str, list[Any]]:
+    """The grid of the reference spec's ``train`` sweep, read from the spec as the factory reads it."""
+    from airflow_mlpipe.spec import load_folder
+
+    pipeline = load_folder(benchlib.REPO / "dags" / "pipelines").pipelines["recommender_training"]
+    sweep = pipeline.stage("train").sweep
+    assert sweep is not None and sweep.grid is not None, "the reference spec's train stage sweeps a grid"
+    return sweep.grid
+
+
 #: ``--defaults``: the grid the defaults of model.matrix_factorization were chosen from (validation only).
 DEFAULTS_GRID = {"factors": [32, 64, 128], "regularization": [10, 20, 30, 50], "alpha": [1, 3, 5]}
 
@@ -313,7 +323,7 @@ def contest(
     written_here("item-kNN (cosine)", item_knn, grid_of(KNN_GRID))
     written_here("implicit ALS, called directly", implicit_als, grid_of(IMPLICIT_GRID))
     built_in("model.matrix_factorization, defaults", "model.matrix_factorization", None)
-    built_in("model.matrix_factorization, swept", "model.matrix_factorization", grid_of(ALS_GRID))
+    built_in("model.matrix_factorization, swept", "model.matrix_factorization", grid_of(reference_grid()))
     built_in("model.ease, defaults", "model.ease", None)
     built_in("model.ease, swept", "model.ease", grid_of(EASE_GRID))
     print(f"  contest done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
