@@ -68,8 +68,9 @@ def test_parse_extract_features_and_registry_work_without_the_ml_stack(tmp_path:
     dags = report["dags"]
     assert set(dags) == {"recommender_training", "user_engagement_features"}
     assert all("mlpipe:invalid-spec" not in dag["tags"] for dag in dags.values()), dags
+    swept_train = ["train.plan", "train.variants", "train"]  # a plan, the mapped variants, the selection
     assert dags["recommender_training"]["tasks"] == sorted(
-        ["extract", "transform_features", "train", "evaluate", "register", "execution_record"]
+        ["extract", "transform_features", *swept_train, "evaluate", "register", "execution_record"]
     )
 
     # The extract ran against SQLite and wrote its Parquet file in batches of 2 rows.

@@ -9,6 +9,7 @@ the same DAG after Airflow's serialization (what the scheduler reads).
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,15 @@ spec:
 """
 
 
-def spec_with_runtime(folder: Path, runtime: str, executor: str | None = None) -> Path:
-    """The reference pipeline with ``runtime`` on its ``train`` stage."""
+def spec_with_runtime(folder: Path, runtime: str, executor: str | None = None, swept: bool = False) -> Path:
+    """The reference pipeline with ``runtime`` on its ``train`` stage, by default without its sweep
+    (``train`` is then one task)."""
     text = (
         Path(__file__).resolve().parents[2] / "dags" / "pipelines" / "recommender_training.yaml"
     ).read_text()
+    if not swept:
+        text, removed = re.subn(r"    sweep:\n(?:      .*\n)+", "", text)
+        assert removed == 1
     if executor is not None:
         runtime += f"        executor: {executor}\n"
     marker = "    execution_timeout: 1h\n"
@@ -289,14 +294,7 @@ def test_validation_names_file_line_and_field_of_a_bad_runtime(tmp_path: Path):
 
 
 def test_a_swept_stage_runs_each_variant_in_the_stages_pod(tmp_path: Path):
-    folder = spec_with_runtime(tmp_path / "specs", TRAIN_RUNTIME)
-    spec = folder / "recommender_training.yaml"
-    marker = "    execution_timeout: 1h\n"
-    sweep = (
-        "    sweep:\n      grid: {factors: [16, 32]}\n"
-        "      select: {metric: val_recall@10, mode: max}\n"
-    )
-    spec.write_text(spec.read_text().replace(marker, marker + sweep))
+    folder = spec_with_runtime(tmp_path / "specs", TRAIN_RUNTIME, swept=True)  # the reference sweep
     dag = build_dags(folder, "dev")["recommender_training"]
     assert INVALID_TAG not in (dag.tags or ()), dag.doc_md
 
