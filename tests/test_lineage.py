@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,34 @@ def test_database_sources_fall_back_to_the_connection_when_the_query_cannot_be_p
 
     assert [(d.namespace, d.name) for d in parsed.inputs] == [(f"sqlite://{tmp_path}/a.db", "main.items")]
     assert [(d.namespace, d.name) for d in unparsed.inputs] == [(f"sqlite://{tmp_path}/a.db", "lineage_db")]
+
+
+@pytest.mark.postgres
+def test_a_postgres_extract_reads_tables_named_by_the_servers_address_and_database(monkeypatch):
+    # The hook's own OpenLineage support names them; its default schema comes from the server.
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is unreachable ({exc}); CI must provide it")
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is unreachable ({exc})")
+    from airflow_mlpipe.lineage import database_sources
+
+    monkeypatch.setenv("AIRFLOW_CONN_LINEAGE_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+    lineage = database_sources(
+        {
+            "conn_id": "lineage_pg",
+            "query": "SELECT e.* FROM user_events e JOIN crm.users u ON u.id = e.user_id WHERE e.d > :cutoff",
+        }
+    )
+
+    assert sorted((d.namespace, d.name) for d in lineage.inputs) == [
+        ("postgres://127.0.0.1:5432", "test.crm.users"),
+        ("postgres://127.0.0.1:5432", "test.public.user_events"),
+    ]
 
 
 def test_stage_lineage_carries_upstream_artifacts_outputs_with_digests_and_the_pipeline():
