@@ -69,6 +69,18 @@ def require_modules(*modules: str, install: str) -> None:
             pytest.skip(reason)
 
 
+@pytest.fixture
+def openlineage_provider() -> None:
+    """Skip (fail under CI=true) without the Airflow OpenLineage provider."""
+    try:
+        importlib.import_module("airflow.providers.openlineage.sqlparser")
+    except ImportError as exc:
+        reason = f"the OpenLineage provider is missing ({exc}); pip install 'airflow-mlpipe[openlineage]'"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}: CI must run the OpenLineage tests")
+        pytest.skip(reason)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     with socket.socket() as probe:

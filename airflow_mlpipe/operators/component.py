@@ -35,6 +35,7 @@ from airflow_mlpipe.runtimes.external_python import run_external
 
 if TYPE_CHECKING:
     import jinja2
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -83,6 +84,9 @@ class ComponentOperator(BaseOperator):
         self.cache = cache
         self.cache_ttl = cache_ttl
         self.python = python
+        # What execute read and returned, kept for the OpenLineage methods (called after it).
+        self.stage_inputs: dict[str, StageOutputs] | None = None
+        self.stage_result: StageResult | None = None
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         import jinja2
@@ -108,6 +112,7 @@ class ComponentOperator(BaseOperator):
             # The execution record and the failure e-mail quote this.
             context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=error_text(f"{type(exc).__name__}: {exc}"))
             raise
+        self.stage_result = result
         self.log.info("Stage '%s' finished in %.2f s", self.stage, time.monotonic() - started)
         return result.model_dump(mode="json", exclude_none=True)
 
@@ -141,6 +146,7 @@ class ComponentOperator(BaseOperator):
             upstream: StageResult.from_xcom(ti.xcom_pull(task_ids=upstream)).outputs
             for upstream in self.input_stages()
         }
+        self.stage_inputs = inputs
         for upstream, upstream_outputs in inputs.items():
             self.log.info("Input from '%s': %s", upstream, _as_json(upstream_outputs.to_dict()))
 
@@ -197,6 +203,25 @@ class ComponentOperator(BaseOperator):
         if cache is not None:  # a run with the cache off still refreshes the entry
             self._store(cache, outputs, fingerprint, ti.run_id)
         return StageResult(**outputs.to_dict(), **provenance)
+
+    # The OpenLineage provider's listener calls these (only when OpenLineage is on), after
+    # execute for the last two: they build the events from what execute kept, recomputing nothing.
+    def get_openlineage_facets_on_start(self) -> OperatorLineage:
+        from airflow_mlpipe.lineage import stage_lineage
+
+        return stage_lineage(self.pipeline, self.stage, self.component)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        from airflow_mlpipe.lineage import stage_lineage
+
+        return stage_lineage(
+            self.pipeline, self.stage, self.component, self.stage_inputs, self.stage_result, self.log
+        )
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        from airflow_mlpipe.lineage import stage_lineage
+
+        return stage_lineage(self.pipeline, self.stage, self.component, self.stage_inputs)
 
     def config_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """What is laid over the rendered config: the run's overrides of this stage (checked)."""
