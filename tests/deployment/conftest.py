@@ -106,7 +106,7 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
             (
                 "second",
                 "recommender_training",
-                {"train": {"sweep": {"grid": {"factors": [16]}}, "epochs": 10}},
+                {"train": {"sweep": {"grid": {"factors": [16], "regularization": [10, 20]}}, "epochs": 10}},
             ),
             ("failed", "recommender_training", {"extract": {"batch_size": "lots"}}),
             ("features", "user_engagement_features", {}),

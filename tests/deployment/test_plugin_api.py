@@ -153,7 +153,10 @@ def test_records_newest_first_with_their_runs(ui_server):
         assert entry["record"]["execution_id"] == entry["run_id"]
         assert entry["record"]["triggered_by"] == "manual"
         assert "recall@10" in entry["record"]["outputs"]["evaluate"]["metrics"]
-    assert second["record"]["overrides"]["train"] == {"factors": 16, "epochs": 10}
+    assert second["record"]["overrides"]["train"] == {
+        "sweep": {"grid": {"factors": [16], "regularization": [10, 20]}},
+        "epochs": 10,
+    }
     # The same record as the REST API's XCom entry.
     assert second["record"] == api.xcom("recommender_training", runs["second"], "execution_record")
 
@@ -240,17 +243,17 @@ def test_compare_names_the_changed_config_and_the_metric_deltas_of_two_real_runs
     stages = {stage["stage"]: stage for stage in data["stages"]}
     assert list(stages) == ["extract", "transform_features", "train", "evaluate", "register"]
 
-    # The second run's trigger-time overrides (conftest.py) against the spec's values.
+    # The sweeps' winners: the second run's trigger replaced the grid (conftest.py) and set epochs.
     train = stages["train"]
     assert train["status"] == ["computed", "computed"]
     changed = {difference["key"]: (difference["a"], difference["b"]) for difference in train["config"]}
+    config_a, config_b = first["configs"]["train"], second["configs"]["train"]
     assert changed == {
-        "factors": (first["configs"]["train"]["factors"], 16),
-        "epochs": (first["configs"]["train"]["epochs"], 10),
+        key: (config_a[key], config_b[key]) for key in config_a if config_a[key] != config_b[key]
     }
-    assert (
-        changed["factors"][0] == 64 and changed["epochs"][0] == 50
-    )  # dags/pipelines/recommender_training.yaml
+    # dags/pipelines/recommender_training.yaml: its sweep's factors, its epochs
+    assert changed["factors"][1] == 16 and changed["factors"][0] in (64, 128)
+    assert changed["epochs"] == (50, 10)
     for stage in data["stages"]:  # a cached stage in B says so
         cached = stage["stage"] in second["stages_cached"]
         assert stage["status"][1] == ("cached" if cached else "computed")
