@@ -34,6 +34,7 @@ MAX_TAG_VALUE = 8000
 _INVALID_KEY_CHARS = re.compile(r"[^\w.\- :/]")
 
 Status = Literal["FINISHED", "FAILED"]
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
 class TrackingOutcome(BaseModel):
@@ -162,9 +163,10 @@ def track_run(
         hook.log_batch(run_id, params=params(record), metrics=metrics(record), tags=tags(record))
         hook.end_run(run_id, status)
     except Exception as exc:  # tracking is best effort: the run's outcome is the pipeline's
-        reason = f"{type(exc).__name__}: {exc}"
         from airflow.sdk.log import redact
 
+        # MLflow's errors quote the URL they called, credentials included.
+        reason = _USERINFO.sub(r"\1", f"{type(exc).__name__}: {exc}")
         reason = str(redact(reason))[:500]
         log.warning("MLflow tracking skipped (%s): %s", shown_uri, reason)
         return TrackingOutcome(status="skipped", reason=reason, tracking_uri=shown_uri)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
@@ -85,6 +86,12 @@ class MlflowHook(BaseHook):
     def __init__(self, tracking_uri: str, max_retries: int = 2, timeout: int = 15) -> None:
         super().__init__()
         self.tracking_uri = tracking_uri
+        password = urlsplit(tracking_uri).password
+        if password:
+            from airflow.sdk.log import mask_secret
+
+            # MLflow's errors and log lines quote the URL: Airflow's masker hides the password.
+            mask_secret(password)
         self.max_retries = max_retries
         self.timeout = timeout
         self._client: Any = None
