@@ -179,3 +179,26 @@ def test_the_mlflow_registry_needs_a_tracking_server(monkeypatch):
 
     with pytest.raises(ValueError, match="mlflow_tracking_uri"):
         registry_hook("mlflow://recommender")
+
+
+def test_the_ml_pipelines_page_reads_an_mlflow_registry_like_a_file_one(
+    mlflow_server, model_name, model_file, monkeypatch
+):
+    from airflow_mlpipe.plugin.registry import read_registry
+    from airflow_mlpipe.plugin.summaries import registry_locations
+
+    monkeypatch.setenv("AIRFLOW__MLPIPE__MLFLOW_TRACKING_URI", mlflow_server)
+    hook = MlflowRegistryHook(f"mlflow://{model_name}")
+    _, first = register(hook, model_name, "run_page_1", model_file, recall=0.3)
+    hook.promote(model_name, "production", first["version"])
+    register(hook, model_name, "run_page_2", model_file, recall=0.1)
+    (location,) = registry_locations("hook_tests", [("register", {"registry": f"mlflow://{model_name}"})])
+
+    shown = read_registry(location)
+
+    assert shown["error"] is None, shown["error"]
+    assert (shown["model_name"], shown["uri"]) == (model_name, f"mlflow://{model_name}")
+    assert shown["alias_version"] == 1 and shown["total_versions"] == 2
+    assert [v["version"] for v in shown["versions"]] == [2, 1]
+    assert shown["versions"][1]["run_id"] == "run_page_1"
+    assert shown["versions"][1]["metrics"] == {"recall@10": 0.3, "threshold.recall@10": 0.2}
