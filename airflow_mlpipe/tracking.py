@@ -167,6 +167,8 @@ def track_run(
 
         # MLflow's errors quote the URL they called, credentials included.
         reason = _USERINFO.sub(r"\1", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, ImportError):
+            reason += '; install the extra where tasks run: pip install "airflow-mlpipe[mlflow]"'
         reason = str(redact(reason))[:500]
         log.warning("MLflow tracking skipped (%s): %s", shown_uri, reason)
         return TrackingOutcome(status="skipped", reason=reason, tracking_uri=shown_uri)

@@ -143,6 +143,12 @@ def s3_bucket(s3_endpoint: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def mlflow_installed() -> None:
+    """Skip (fail under CI=true) without the mlflow extra."""
+    require_modules("mlflow", install="airflow-mlpipe[mlflow]")
+
+
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 (SQLite backend store, artifacts served from a local
     folder) for the session; its URL. Tests read what was logged back through its REST API."""

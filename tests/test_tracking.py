@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from datetime import datetime, timezone
 
+import pytest
+
 from airflow_mlpipe.record import ExecutionRecord
-from airflow_mlpipe.tracking import flatten, metric_key, metrics, params, public_uri, tags
+from airflow_mlpipe.tracking import flatten, metric_key, metrics, params, public_uri, tags, track_run
 
 
 def record(**changes: object) -> ExecutionRecord:
@@ -100,3 +104,15 @@ def test_records_without_tracking_still_validate():
     del value["tracking"]  # a record written before tracking existed
 
     assert ExecutionRecord.model_validate(value).tracking == {}
+
+
+def test_tracking_without_the_mlflow_extra_is_skipped_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    for module in ("mlflow", "mlflow.tracking", "mlflow.exceptions", "mlflow.entities"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it fails
+
+    outcome = track_run(record(), "http://mlflow:5000", "FINISHED", logging.getLogger("test"))
+
+    assert outcome.status == "skipped"
+    assert 'pip install "airflow-mlpipe[mlflow]"' in (outcome.reason or "")

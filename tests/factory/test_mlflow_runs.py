@@ -189,7 +189,7 @@ def test_registrations_are_model_versions_and_only_a_passing_one_gets_the_alias(
 
 
 def test_an_unreachable_tracking_server_is_a_warning_and_the_run_succeeds_quickly(
-    mlpipe_sandbox, tmp_path, subprocess_env
+    mlflow_installed, mlpipe_sandbox, tmp_path, subprocess_env
 ):
     specs = tmp_path / "specs"
     specs.mkdir()

@@ -139,7 +139,7 @@ def test_batches_respect_each_limit():
     assert _batches([], [], [], per_kind=(100, 1000, 100), total=1000) == [([], [], [])]
 
 
-def test_an_unreachable_server_skips_tracking_within_seconds(caplog):
+def test_an_unreachable_server_skips_tracking_within_seconds(mlflow_installed):
     record = ExecutionRecord.model_validate(
         {
             "pipeline": "p",
@@ -159,7 +159,6 @@ def test_an_unreachable_server_skips_tracking_within_seconds(caplog):
             "mlpipe_version": "0.0.0",
         }
     )
-    pytest.importorskip("mlflow", reason="needs the mlflow extra")
     uri = f"http://user:s3cret-pw@127.0.0.1:{closed_port()}"
     started = time.monotonic()
 
