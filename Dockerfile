@@ -3,8 +3,8 @@
 #   docker compose build        (or: docker build -t airflow-mlpipe:local .)
 #
 # The package is installed like any provider, together with the providers the compose stack
-# uses (Celery executor, S3 through MinIO, PostgreSQL) and its [recommender] extra (the ML stack the
-# reference pipeline trains with), pinned to the image's Airflow version so
+# uses (Celery executor, S3 through MinIO, PostgreSQL), its [recommender] extra (the ML stack the
+# reference pipeline trains with) and its [mlflow] extra (tracking to the mlflow service), pinned to the image's Airflow version so
 # that pip never changes Airflow itself. See https://airflow.apache.org/docs/docker-stack/build.html
 ARG AIRFLOW_VERSION=3.3.2
 ARG PYTHON_VERSION=3.11
@@ -23,6 +23,6 @@ COPY --chown=airflow:root airflow_mlpipe /opt/mlpipe/airflow_mlpipe
 
 RUN pip install --no-cache-dir \
         "apache-airflow==${AIRFLOW_VERSION}" \
-        "/opt/mlpipe[postgres,recommender]" \
+        "/opt/mlpipe[postgres,recommender,mlflow]" \
         "apache-airflow-providers-celery>=3.8" \
         "apache-airflow-providers-amazon[s3fs]>=9.0"

@@ -34,6 +34,13 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "'off': no cache. The directory must be private to the user running Airflow.",
         "/var/cache/airflow/mlpipe-specs",
     ),
+    "mlflow_tracking_uri": (
+        "The MLflow tracking server every pipeline run is logged to (one MLflow run per pipeline "
+        'run, in an experiment named after the pipeline), and that registry: "mlflow://NAME" '
+        "registers models in. Empty: off, unless the MLFLOW_TRACKING_URI environment variable is "
+        'set. Needs pip install "airflow-mlpipe[mlflow]". An unreachable server never fails a run.',
+        "http://mlflow:5000",
+    ),
 }
 
 
@@ -50,7 +57,10 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [
-            {"integration-name": "ML Pipelines", "python-modules": ["airflow_mlpipe.hooks.model_registry"]}
+            {
+                "integration-name": "ML Pipelines",
+                "python-modules": ["airflow_mlpipe.hooks.model_registry", "airflow_mlpipe.hooks.mlflow"],
+            }
         ],
         "config": {
             SECTION: {

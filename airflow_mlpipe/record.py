@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from airflow_mlpipe.approvals import ApprovalDecision
 from airflow_mlpipe.contract import StageOutputs
 from airflow_mlpipe.sweeps import SweepOutcome
+from airflow_mlpipe.tracking import TrackingOutcome
 
 RECORD_TASK_ID = "execution_record"
 
@@ -92,6 +93,10 @@ class ExecutionRecord(BaseModel):
     )
     replay_differences: dict[str, Any] = Field(
         default_factory=dict, description="for a replay: stage -> the metrics and artifacts that differ"
+    )
+    tracking: dict[str, TrackingOutcome] = Field(
+        default_factory=dict,
+        description="tracker (mlflow) -> logged (with its run) or skipped (with the reason); empty when off",
     )
     airflow_version: str
     mlpipe_version: str

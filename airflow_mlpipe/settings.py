@@ -17,6 +17,7 @@ DEFAULTS: dict[str, str] = {
     "artifact_root": "file:///tmp/mlpipe/artifacts",
     "smtp_conn_id": "smtp_default",
     "spec_cache_dir": "",
+    "mlflow_tracking_uri": "",
 }
 
 
@@ -60,6 +61,17 @@ def spec_cache_dir() -> str | None:
     from airflow_mlpipe.spec.spec_cache import default_cache_dir
 
     return str(default_cache_dir())
+
+
+def mlflow_tracking_uri() -> str:
+    """The MLflow tracking server runs are logged to; empty means MLflow tracking is off.
+
+    The option wins; left empty, MLflow's own ``MLFLOW_TRACKING_URI`` environment variable is
+    honoured, so a worker already set up for MLflow needs nothing else.
+    """
+    import os
+
+    return _get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
 
 
 def dag_ignore_file_syntax() -> str:

@@ -13,6 +13,7 @@ import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def require_modules(*modules: str, install: str) -> None:
         except ImportError as exc:
             reason = f"{module} is not installed ({exc}); pip install '{install}'"
             if os.environ.get("CI", "").lower() == "true":
-                pytest.fail(f"{reason}: CI must run the S3 tests")
+                pytest.fail(f"{reason}: CI must run the tests that need it")
             pytest.skip(reason)
 
 
@@ -148,3 +149,84 @@ def s3_bucket(s3_endpoint: str) -> str:
     )
     client.create_bucket(Bucket=name)
     return name
+
+
+# -- MLflow on loopback --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mlflow_installed() -> None:
+    """Skip (fail under CI=true) without the mlflow extra."""
+    require_modules("mlflow", install="airflow-mlpipe[mlflow]")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend store, artifacts served from a local
+    folder) for the session; its URL. Tests read what was logged back through its REST API."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    require_modules("mlflow", "mlflow.server", install="airflow-mlpipe[mlflow]")
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (root / "server.log").open("wb")
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "mlflow", "server"),
+            *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
+            *("--artifacts-destination", str(root / "artifacts")),
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: stopped with its workers below
+        env={key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")},
+    )
+    try:
+        server_log = root / "server.log"
+        deadline = time.monotonic() + 240  # the first start migrates its database (slow on a busy machine)
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"mlflow server exited with {server.returncode}:\n{server_log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not answer on {url}:\n{server_log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_api(mlflow_server: str) -> Callable[..., Any]:
+    """``mlflow_api("GET", "experiments/get-by-name", experiment_name=...)``: MLflow's REST API
+    (``/api/2.0/mlflow/...``) as JSON; GET parameters as keywords, POST bodies as ``json=``."""
+    import requests
+
+    def call(method: str, endpoint: str, json: Any = None, **params: Any) -> Any:
+        response = requests.request(
+            method, f"{mlflow_server}/api/2.0/mlflow/{endpoint}", params=params or None, json=json, timeout=30
+        )
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    return call

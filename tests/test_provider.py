@@ -22,6 +22,7 @@ def test_provider_info_documents_every_option():
             "artifact_root",
             "smtp_conn_id",
             "spec_cache_dir",
+            "mlflow_tracking_uri",
         }
     )
     for name, option in options.items():

@@ -62,6 +62,7 @@ class ExecutionRecordOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         record = self.build_record(context)
+        record = self._track(record, context)
         value = record.model_dump(mode="json")
         self.log.info(
             "Execution record: completed=%s failed=%s skipped=%s",
@@ -169,6 +170,23 @@ class ExecutionRecordOperator(BaseOperator):
                 "replay_differences": differences,
             }
         )
+
+    def _track(self, record: ExecutionRecord, context: Context) -> ExecutionRecord:
+        """The record with what became of logging it to MLflow (when a tracking URI is set)."""
+        tracking_uri = settings.mlflow_tracking_uri()
+        if not tracking_uri:
+            return record  # off: MLflow is not even imported
+        from airflow_mlpipe.tracking import Status, track_run
+
+        # The MLflow run ends as the Airflow run will: a run declined at an approval gate succeeds.
+        declined_only = not record.stages_failed and set(record.stages_skipped) <= declined_stages(
+            self.dag, record.approvals
+        )
+        status: Status = "FINISHED" if record.succeeded or declined_only else "FAILED"
+        started = getattr(context.get("dag_run"), "start_date", None)
+        start_time_ms = int(started.timestamp() * 1000) if isinstance(started, datetime) else None
+        outcome = track_run(record, tracking_uri, status, self.log, start_time_ms=start_time_ms)
+        return record.model_copy(update={"tracking": {**record.tracking, "mlflow": outcome}})
 
     def _notify(self, record: ExecutionRecord) -> None:
         if not self.notify_on_failure:

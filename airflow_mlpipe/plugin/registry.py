@@ -44,9 +44,9 @@ def read_registry(
         result["error"] = "the spec's registry settings are templates, rendered only when the stage runs"
         return result
     if hook_factory is None:
-        from airflow_mlpipe.hooks.model_registry import ModelRegistryHook
+        from airflow_mlpipe.hooks import registry_hook
 
-        hook_factory = ModelRegistryHook
+        hook_factory = registry_hook
     try:
         hook = hook_factory(location["registry"], conn_id=location.get("conn_id"))
         model_name = location["model_name"]

@@ -276,7 +276,10 @@ def registry_locations(
             continue
         registry = registry.strip()
         registry = f"file://{registry}" if registry.startswith("/") else registry
-        model_name = config.get("model_name") or pipeline
+        mlflow_name = (
+            registry[len("mlflow://") :].strip("/") if registry.lower().startswith("mlflow://") else ""
+        )
+        model_name = mlflow_name or config.get("model_name") or pipeline
         alias = config.get("alias") or DEFAULT_ALIAS
         conn_id = config.get("conn_id") or None
         values = [registry, model_name, alias, conn_id]
@@ -286,7 +289,10 @@ def registry_locations(
             "conn_id": conn_id,
             "model_name": model_name,
             "alias": alias,
-            "uri": f"{registry.rstrip('/')}/{model_name}",
+            # An MLflow registered model is named, not a folder (the register stage's Asset URI).
+            "uri": f"mlflow://{model_name}"
+            if mlflow_name or registry.lower().startswith("mlflow://")
+            else f"{registry.rstrip('/')}/{model_name}",
             "templated": any(_is_template(value) for value in values),
         }
         locations.setdefault((location["uri"], conn_id, alias), location)

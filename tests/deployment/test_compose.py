@@ -107,13 +107,21 @@ def test_docker_compose_config_accepts_the_file_where_the_plugin_is_installed():
 
 
 def test_topology_is_the_official_celery_stack_with_mail_and_object_store(services):
-    assert set(services) >= {"postgres", "redis", "airflow-init", "mailpit", "minio", *AIRFLOW_SERVICES}
+    assert set(services) >= {
+        "postgres",
+        "redis",
+        "airflow-init",
+        "mailpit",
+        "minio",
+        "mlflow",
+        *AIRFLOW_SERVICES,
+    }
     for name, airflow_command in AIRFLOW_SERVICES.items():
         assert command(services[name]) == airflow_command, name
     assert "8080:8080" in services["airflow-apiserver"]["ports"]
     assert "8025:8025" in services["mailpit"]["ports"]  # the web UI for failure e-mails
     assert "9001:9001" in services["minio"]["ports"]  # the object store's console
-    for name in (*AIRFLOW_SERVICES, "postgres", "redis", "minio"):
+    for name in (*AIRFLOW_SERVICES, "postgres", "redis", "minio", "mlflow"):
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
 
 
@@ -143,7 +151,8 @@ def test_dockerfile_installs_this_package_on_a_matching_airflow_image():
     )
     assert requirement.specifier.contains(args["AIRFLOW_VERSION"]), (args, requirement)
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in dockerfile  # pip may not change Airflow
-    assert '"/opt/mlpipe[postgres,recommender]"' in dockerfile  # the reference pipeline trains
+    # The reference pipeline trains; every run is tracked to the mlflow service.
+    assert '"/opt/mlpipe[postgres,recommender,mlflow]"' in dockerfile
     assert (
         "apache-airflow-providers-celery" in dockerfile
         and "apache-airflow-providers-amazon[s3fs]" in dockerfile
@@ -304,6 +313,40 @@ def test_connections_and_mlpipe_settings_point_at_the_services(services):
     created = command(services["minio-init"])
     for bucket in buckets:
         assert f"local/{bucket}" in created, f"minio-init does not create bucket {bucket}"
+
+
+def test_an_mlflow_server_is_wired_in_as_every_airflow_services_tracking_server(compose, services):
+    mlflow = services["mlflow"]
+    image, _, tag = mlflow["image"].rpartition(":")
+    assert image == "ghcr.io/mlflow/mlflow" and re.fullmatch(r"v\d+\.\d+\.\d+", tag), mlflow["image"]
+    arguments = mlflow["command"]
+    assert arguments[:2] == ["mlflow", "server"]
+    options = {  # --name value pairs (flags such as --serve-artifacts take no value)
+        name: value
+        for name, value in zip(arguments, [*arguments[1:], ""], strict=True)
+        if name.startswith("--") and not value.startswith("--")
+    }
+    # The backend store and the artifacts live on a named volume, and the server serves the artifacts.
+    store = options["--backend-store-uri"]
+    assert store.startswith(("sqlite:////", "postgresql")), store
+    volume_targets = {target: source for source, target in mounts(mlflow)}
+    mlflow_root = next(target for target, source in volume_targets.items() if source in compose["volumes"])
+    assert store.removeprefix("sqlite:///").startswith(mlflow_root + "/")
+    assert options["--artifacts-destination"].startswith(mlflow_root + "/")
+    assert "--serve-artifacts" in arguments and "--no-serve-artifacts" not in arguments
+    assert "healthcheck" in mlflow
+    assert f"{options['--port']}:{options['--port']}" in mlflow["ports"]  # the MLflow UI
+
+    for name, service in services.items():
+        if not name.startswith("airflow-") or name == "airflow-cli":
+            continue
+        uri = urlparse(environment(service)["AIRFLOW__MLPIPE__MLFLOW_TRACKING_URI"])
+        assert (uri.scheme, uri.hostname, str(uri.port)) == ("http", "mlflow", options["--port"]), name
+        assert service["depends_on"]["mlflow"]["condition"] == "service_healthy", name
+    # MLflow refuses Host headers it does not know (DNS rebinding protection): the Airflow
+    # containers call it as mlflow:PORT.
+    allowed = options["--allowed-hosts"].split(",")
+    assert f"mlflow:{options['--port']}" in allowed
 
 
 def test_a_second_worker_takes_the_gpu_queue_and_shares_no_disk_with_the_first(services):

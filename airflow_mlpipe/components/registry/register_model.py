@@ -1,4 +1,4 @@
-"""Register the evaluated model as a new immutable version in a file or object-store registry.
+"""Register the evaluated model as a new immutable version in a file, object-store or MLflow registry.
 
 The registry itself (layout, how version numbers are claimed, how the alias moves) is
 :class:`airflow_mlpipe.hooks.model_registry.ModelRegistryHook`; this component claims a
@@ -15,6 +15,12 @@ when they are promoted is the spec author's decision.
 Artifacts: ``version`` (URI of the version folder). Metrics: ``version``, ``promoted``,
 ``reused`` (1.0 when a retry found this run's version already registered).
 
+``registry: "mlflow://NAME"`` registers in the MLflow Model Registry of ``[mlpipe]
+mlflow_tracking_uri`` instead (:class:`airflow_mlpipe.hooks.mlflow.MlflowRegistryHook`): the
+registered model ``NAME`` (a bare ``mlflow://`` takes ``model_name``, default the pipeline), a
+new MLflow model version per registration, the alias an MLflow alias. The artifact ``version``
+is then ``models:/NAME/N`` and the Asset ``mlflow://NAME``.
+
 When the upstream ``model`` artifact is a built-in model (``components/_model_artifact.py``), the
 version's metadata says which kind it is and how to score it: ``model_kind`` (``als`` or
 ``ease``) and ``model_manifest`` (the artifact's manifest; an artifact from before manifests is
@@ -27,7 +33,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airflow_mlpipe.contract import Produces, Requires
 
@@ -35,10 +41,12 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset
 
     from airflow_mlpipe.contract import ComponentContext
+    from airflow_mlpipe.hooks.mlflow import MlflowRegistryHook
     from airflow_mlpipe.hooks.model_registry import ModelRegistryHook
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the hook's NAME_PATTERN (Config imports no Airflow)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_MLFLOW = "mlflow://"  # the MLflow hook's SCHEME (Config imports no Airflow)
 
 
 class Config(BaseModel):
@@ -47,7 +55,8 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     registry: str = Field(
-        description="Registry root URI, e.g. file:///srv/models or s3://models/acme/ (an absolute path means file://)"
+        description="Registry root URI, e.g. file:///srv/models or s3://models/acme/ (an absolute path means "
+        "file://), or mlflow://NAME for the MLflow Model Registry of [mlpipe] mlflow_tracking_uri"
     )
     model_name: str | None = Field(
         default=None, description="Name of the model in the registry; default the pipeline name"
@@ -86,6 +95,27 @@ class Config(BaseModel):
             )
         return value
 
+    @model_validator(mode="after")
+    def _mlflow_registry(self) -> Config:
+        if not self.registry.lower().startswith(_MLFLOW):
+            return self
+        uri_name = _mlflow_model_name(self.registry)
+        if uri_name is not None and not _NAME.match(uri_name):
+            raise ValueError(
+                f"registry: MLflow model name '{uri_name}' must be letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        if uri_name and self.model_name and uri_name != self.model_name:
+            raise ValueError(
+                f"registry '{self.registry}' names the model '{uri_name}' but model_name is "
+                f"'{self.model_name}'; give the name once"
+            )
+        if self.conn_id:
+            raise ValueError(
+                "conn_id is not used by an mlflow:// registry: the server is [mlpipe] mlflow_tracking_uri"
+            )
+        return self
+
 
 # Registering is a side effect: a cached stage would register nothing.
 cache = "never"
@@ -97,9 +127,18 @@ def requires(config: Config) -> Requires:
     return Requires(artifacts=tuple(config.artifacts or ()))
 
 
+def registered_model_name(config: Config, pipeline: str) -> str:
+    """The registered model's name: an ``mlflow://NAME``'s, else ``model_name``, else the pipeline's."""
+    if config.registry.lower().startswith(_MLFLOW):
+        return _mlflow_model_name(config.registry) or config.model_name or pipeline
+    return config.model_name or pipeline
+
+
 def model_uri(config: Config, pipeline: str) -> str:
     """The URI of the model's folder in the registry (also the URI of its Airflow Asset)."""
-    return f"{config.registry.rstrip('/')}/{config.model_name or pipeline}"
+    if config.registry.lower().startswith(_MLFLOW):
+        return f"{_MLFLOW}{registered_model_name(config, pipeline)}"
+    return f"{config.registry.rstrip('/')}/{registered_model_name(config, pipeline)}"
 
 
 def assets(config: Config, pipeline: str) -> list[Asset]:
@@ -110,19 +149,19 @@ def assets(config: Config, pipeline: str) -> list[Asset]:
     return [Asset(uri=uri, name=uri, group="model")]
 
 
-def hook(config: Config) -> ModelRegistryHook:
-    """The registry the config names."""
-    from airflow_mlpipe.hooks.model_registry import ModelRegistryHook
+def hook(config: Config) -> ModelRegistryHook | MlflowRegistryHook:
+    """The registry the config names (by its scheme)."""
+    from airflow_mlpipe.hooks import registry_hook
 
-    return ModelRegistryHook(config.registry, conn_id=config.conn_id)
+    return registry_hook(config.registry, conn_id=config.conn_id)
 
 
 def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     """Claim a version (or find this run's), copy artifacts, write metadata, complete, maybe promote."""
     log = context.log
-    model_name = config.model_name or context.pipeline
-    if not _NAME.match(model_name):
-        raise ValueError(f"the pipeline name '{model_name}' cannot be a model name; set model_name")
+    name = registered_model_name(config, context.pipeline)
+    if not _NAME.match(name):
+        raise ValueError(f"the pipeline name '{name}' cannot be a model name; set model_name")
     upstream = context.input()
     if config.promote_if == "all_metrics_passed" and "all_metrics_passed" not in upstream.metrics:
         raise ValueError(
@@ -131,16 +170,18 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
         )
     selected = _selected_artifacts(config, upstream.artifacts)
     registry = hook(config)
-    log.info("Registering %s (%s) from run %s", model_name, registry.model_uri(model_name), context.run_id)
+    log.info("Registering %s (%s) from run %s", name, registry.model_uri(name), context.run_id)
 
     run_key = {"pipeline": context.pipeline, "run_id": context.run_id}
-    claim = registry.claim_version(model_name, run_key, config.max_claim_attempts)
+    claim = registry.claim_version(name, run_key, config.max_claim_attempts)
     if claim.complete:
         log.info("Run %s already registered version %d; not creating another", context.run_id, claim.version)
-        metadata = registry.read_metadata(model_name, claim.version)
+        metadata = registry.read_metadata(name, claim.version)
     else:
         provenance = {**_provenance(context, upstream.metrics), **_model_description(selected)}
-        metadata = registry.write_version(model_name, claim, selected, provenance)
+        metadata = registry.write_version(name, claim, selected, provenance)
+    # The version's own record: an MLflow registry numbers a version only when it creates it.
+    version, version_uri = int(metadata["version"]), str(metadata["uri"])
 
     promote = {
         "always": True,
@@ -148,20 +189,20 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
         "all_metrics_passed": upstream.metrics.get("all_metrics_passed") == 1.0,
     }[config.promote_if]
     if promote:
-        promote = registry.promote(model_name, config.alias, claim.version, details=run_key)
+        promote = registry.promote(name, config.alias, version, details=run_key)
     else:
         log.info("Not promoted (promote_if=%s); %s unchanged", config.promote_if, config.alias)
 
     if context.outlet_events is not None:
         for asset in assets(config, context.pipeline):
             context.outlet_events[asset].extra = {
-                "version": claim.version,
+                "version": version,
                 "metrics": metadata.get("metrics", {}),
                 "promoted": promote,
             }
     return {
-        "artifacts": {"version": str(claim.path)},
-        "metrics": {"version": claim.version, "promoted": float(promote), "reused": float(claim.complete)},
+        "artifacts": {"version": version_uri},
+        "metrics": {"version": version, "promoted": float(promote), "reused": float(claim.complete)},
     }
 
 
@@ -169,26 +210,30 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
 
 
 def list_versions(registry: str, model_name: str, conn_id: str | None = None) -> list[int]:
-    """Complete versions of ``model_name``, oldest first: :meth:`ModelRegistryHook.list_versions`."""
-    from airflow_mlpipe.hooks.model_registry import ModelRegistryHook
+    """Complete versions of ``model_name``, oldest first: the registry hook's ``list_versions``."""
+    from airflow_mlpipe.hooks import registry_hook
 
-    return ModelRegistryHook(registry, conn_id=conn_id).list_versions(model_name)
+    return registry_hook(registry, conn_id=conn_id).list_versions(model_name)
 
 
 def read_metadata(registry: str, model_name: str, version: int, conn_id: str | None = None) -> dict[str, Any]:
-    """The metadata of a complete version: :meth:`ModelRegistryHook.read_metadata`."""
-    from airflow_mlpipe.hooks.model_registry import ModelRegistryHook
+    """The metadata of a complete version: the registry hook's ``read_metadata``."""
+    from airflow_mlpipe.hooks import registry_hook
 
-    return ModelRegistryHook(registry, conn_id=conn_id).read_metadata(model_name, version)
+    return registry_hook(registry, conn_id=conn_id).read_metadata(model_name, version)
 
 
 def read_alias(
     registry: str, model_name: str, alias: str = "production", conn_id: str | None = None
 ) -> dict[str, Any] | None:
-    """What ``alias`` points to, or None: :meth:`ModelRegistryHook.read_alias`."""
-    from airflow_mlpipe.hooks.model_registry import ModelRegistryHook
+    """What ``alias`` points to, or None: the registry hook's ``read_alias``."""
+    from airflow_mlpipe.hooks import registry_hook
 
-    return ModelRegistryHook(registry, conn_id=conn_id).read_alias(model_name, alias)
+    return registry_hook(registry, conn_id=conn_id).read_alias(model_name, alias)
+
+
+def _mlflow_model_name(registry: str) -> str | None:
+    return registry.strip()[len(_MLFLOW) :].strip("/") or None
 
 
 def _provenance(context: ComponentContext, metrics: Mapping[str, float]) -> dict[str, Any]:

@@ -376,7 +376,7 @@
       return h("tr", { "data-run-id": entry.run_id, class: pick.checked ? "picked" : null },
         h("td", { class: "pick" }, pick),
         h("td", {}, airflowLink(entry.run_path, entry.run_id, "This run in Airflow"), h("br"),
-          h("span", { class: "muted" }, fmtDate(entry.start_date || r.timestamp))),
+          h("span", { class: "muted" }, fmtDate(entry.start_date || r.timestamp)), mlflowLink(r)),
         h("td", {}, badge(entry.state || "none")),
         h("td", {}, r.triggered_by || "–", entry.trigger_source ? h("div", { class: "muted" }, `via ${entry.trigger_source}`) : null,
           r.triggered_by_user ? h("div", { class: "muted" }, `by ${r.triggered_by_user}`) : null),
@@ -536,6 +536,21 @@
     const kind = { computed: "success", cached: "info", failed: "failed", skipped: "skipped", absent: "none" }[status] || "none";
     return h("span", { class: "status", title: cachedFrom ? `reused from run ${cachedFrom}` : null },
       badge(status, kind), cachedFrom ? h("span", { class: "muted small" }, ` from ${cachedFrom}`) : null);
+  }
+
+  // The record's MLflow run, when the run was tracked: a link (http(s) only: the URL comes from
+  // a record), or why tracking was skipped.
+  function mlflowLink(record) {
+    const mlflow = (record.tracking || {}).mlflow;
+    if (!mlflow) return null;
+    if (mlflow.status === "logged" && /^https?:\/\//.test(mlflow.run_url || "")) {
+      return h("div", { class: "small" }, h("a", { href: mlflow.run_url, target: "_blank", rel: "noopener noreferrer",
+        class: "mlflow-run", title: "This run in MLflow" }, "MLflow run"));
+    }
+    if (mlflow.status === "skipped") {
+      return h("div", { class: "muted small", title: mlflow.reason || "" }, "MLflow: not logged");
+    }
+    return null;
   }
 
   function runFacts(label, entry) {
