@@ -51,7 +51,12 @@ def test_the_columnar_path_writes_what_the_dbapi_path_writes(
 ):
     sqlite_connection("db", small_demo_db)
     query = "SELECT * FROM user_events WHERE date > :cutoff ORDER BY rowid"
-    config = {"query": query, "parameters": {"cutoff": "2024-05-01"}, "batch_size": 700, "log_every_batches": 5}
+    config = {
+        "query": query,
+        "parameters": {"cutoff": "2024-05-01"},
+        "batch_size": 700,
+        "log_every_batches": 5,
+    }
     result, columnar = _extract(make_context, caplog, **config)
     assert ADBC in caplog.text
     assert "Extracted 3500 rows in 5 batches" in caplog.text  # the progress line, per 5 row groups
@@ -78,7 +83,9 @@ def test_the_columnar_path_writes_what_the_dbapi_path_writes(
         "",
     ],
 )
-def test_hostile_parameter_values_are_bound_as_data(tmp_path, make_context, sqlite_connection, caplog, hostile):
+def test_hostile_parameter_values_are_bound_as_data(
+    tmp_path, make_context, sqlite_connection, caplog, hostile
+):
     db = _database(
         tmp_path / "t.db",
         "CREATE TABLE t (id INTEGER, label TEXT)",
@@ -86,7 +93,10 @@ def test_hostile_parameter_values_are_bound_as_data(tmp_path, make_context, sqli
     )
     sqlite_connection("db", db)
     _, table = _extract(
-        make_context, caplog, query="SELECT id, label FROM t WHERE label = :label", parameters={"label": hostile}
+        make_context,
+        caplog,
+        query="SELECT id, label FROM t WHERE label = :label",
+        parameters={"label": hostile},
     )
     assert ADBC in caplog.text
     assert table.to_pylist() == [{"id": 2, "label": hostile}]
@@ -96,7 +106,9 @@ def test_hostile_parameter_values_are_bound_as_data(tmp_path, make_context, sqli
 
 def test_null_and_the_empty_string_stay_distinct(tmp_path, make_context, sqlite_connection, caplog):
     rows = [(1, "", 0.0, b""), (2, None, None, None), (3, "a", 1.5, b"\x00\xff")]
-    sqlite_connection("db", _database(tmp_path / "t.db", "CREATE TABLE t (id INTEGER, s TEXT, f REAL, b BLOB)", rows))
+    sqlite_connection(
+        "db", _database(tmp_path / "t.db", "CREATE TABLE t (id INTEGER, s TEXT, f REAL, b BLOB)", rows)
+    )
     _, table = _extract(make_context, caplog, query="SELECT * FROM t ORDER BY id")
     assert ADBC in caplog.text
     assert [tuple(row.values()) for row in table.to_pylist()] == rows
@@ -144,15 +156,21 @@ def test_a_column_of_mixed_types_is_an_error_naming_it_and_the_cast(
     assert _leftovers(context) == []  # no data artifact, not even a partial file
 
 
-def test_the_cast_the_error_suggests_makes_the_extract_work(tmp_path, make_context, sqlite_connection, caplog):
+def test_the_cast_the_error_suggests_makes_the_extract_work(
+    tmp_path, make_context, sqlite_connection, caplog
+):
     sqlite_connection("db", _database(tmp_path / "t.db", "CREATE TABLE t (mixed)", [(1,), ("n/a",), (3.25,)]))
-    _, table = _extract(make_context, caplog, query='SELECT CAST("mixed" AS TEXT) AS "mixed" FROM t ORDER BY rowid')
+    _, table = _extract(
+        make_context, caplog, query='SELECT CAST("mixed" AS TEXT) AS "mixed" FROM t ORDER BY rowid'
+    )
     assert table.column("mixed").to_pylist() == ["1", "n/a", "3.25"]
 
 
 def test_an_empty_result_writes_a_file_with_the_columns(tmp_path, make_context, sqlite_connection, caplog):
     sqlite_connection("db", _database(tmp_path / "t.db", "CREATE TABLE t (id INTEGER, s TEXT)", [(1, "a")]))
-    result, table = _extract(make_context, caplog, query="SELECT id, s FROM t WHERE id > :n", parameters={"n": 5})
+    result, table = _extract(
+        make_context, caplog, query="SELECT id, s FROM t WHERE id > :n", parameters={"n": 5}
+    )
     assert ADBC in caplog.text
     assert result["metrics"] == {"rows": 0, "batches": 0}
     assert table.num_rows == 0 and table.column_names == ["id", "s"]

@@ -142,7 +142,9 @@ def _statement(connection: Any, sql: str, values: Any, batch_size: int) -> Any:
         statement.set_sql_query(sql)
         if values:
             statement.prepare()
-            row = pa.record_batch([pa.array([value]) for value in values], names=[f"p{i}" for i in range(len(values))])
+            row = pa.record_batch(
+                [pa.array([value]) for value in values], names=[f"p{i}" for i in range(len(values))]
+            )
             statement.bind(row)
     except BaseException:
         statement.close()
@@ -157,7 +159,13 @@ def _check_uniform_types(connection: Any, sql: str, values: Any, schema: pa.Sche
     others = {"string": ("integer", "real", "blob"), "binary": ("integer", "real", "text")}
     checked = []
     for position, field in enumerate(schema):
-        kind = "string" if pa.types.is_string(field.type) else "binary" if pa.types.is_binary(field.type) else None
+        kind = (
+            "string"
+            if pa.types.is_string(field.type)
+            else "binary"
+            if pa.types.is_binary(field.type)
+            else None
+        )
         if kind is not None:
             checked.append((position, field.name, others[kind]))
     if not checked:
@@ -169,7 +177,10 @@ def _check_uniform_types(connection: Any, sql: str, values: Any, schema: pa.Sche
             "give each column its own name in the query (SELECT a.x AS a_x, b.x AS b_x ...)"
         )
     conditions = [f"typeof(q.{_quoted(name)}) IN ({_sql_list(types)})" for _, name, types in checked]
-    which = " ".join(f"WHEN {condition} THEN {position}" for (position, _, _), condition in zip(checked, conditions, strict=True))
+    which = " ".join(
+        f"WHEN {condition} THEN {position}"
+        for (position, _, _), condition in zip(checked, conditions, strict=True)
+    )
     found = " ".join(
         f"WHEN {condition} THEN typeof(q.{_quoted(name)})"
         for (_, name, _), condition in zip(checked, conditions, strict=True)
@@ -192,7 +203,9 @@ def _check_uniform_types(connection: Any, sql: str, values: Any, schema: pa.Sche
         position, value_type = rows[0].values()
         field = schema.field(int(position))
         stored = "text" if pa.types.is_string(field.type) else "blob"
-        raise _mixed(field.name, f"both {stored} and {value_type} values", "TEXT" if stored == "text" else "BLOB")
+        raise _mixed(
+            field.name, f"both {stored} and {value_type} values", "TEXT" if stored == "text" else "BLOB"
+        )
 
 
 def _stream_error(exc: OSError, schema: pa.Schema) -> Exception:

@@ -1,6 +1,6 @@
 """Run a SQL query through an Airflow connection and stream its rows into one Parquet file.
 
-Two paths, behind the same ``Config``:
+Three paths, behind the same ``Config``:
 
 * **PostgreSQL** (connection type ``postgres``): the server's binary ``COPY`` read by the ADBC
   driver straight into Arrow batches (``_postgres``), about the speed of ``psql \\copy``. The
@@ -11,12 +11,18 @@ Two paths, behind the same ``Config``:
   each PostgreSQL type becomes in Parquet is ``_postgres.POSTGRES_TYPES``; a type Parquet cannot
   hold (``interval``, ``inet``...) is an error naming the column and the SQL cast that fixes it.
   Needs the ``postgres`` extra.
-* **Every other database** of the ``common.sql`` family (SQLite, MySQL/MariaDB with the ``mysql``
-  extra, ...): the hook's DB-API connection, ``fetchmany(batch_size)`` into Arrow columns
-  (``_dbapi``), through a streaming cursor where the driver has one. Parameters are bound by the
-  driver in its own ``paramstyle``.
+* **SQLite** (connection type ``sqlite``, the embedded default): the ADBC SQLite driver steps
+  through the result in C straight into Arrow batches (``_sqlite``), several times the DB-API
+  path's speed. Parameters are bound by the driver. A column whose values SQLite stored with
+  different types (numbers and text, say) is an error naming the column and the CAST that fixes
+  it, and leaves no data artifact. A config with ``column_types``, or a parameter that is a date
+  or a decimal, takes the DB-API path instead, and the log says why.
+* **Every other database** of the ``common.sql`` family (MySQL/MariaDB with the ``mysql``
+  extra, ...), and SQLite where the driver cannot take the query: the hook's DB-API connection,
+  ``fetchmany(batch_size)`` into Arrow columns (``_dbapi``), through a streaming cursor where the
+  driver has one. Parameters are bound by the driver in its own ``paramstyle``.
 
-Either way a value like ``x' OR '1'='1`` is compared as data, NULL and the empty string stay
+On every path a value like ``x' OR '1'='1`` is compared as data, NULL and the empty string stay
 distinct, and the rows go to a ``pyarrow`` ParquetWriter on a second thread through a bounded
 queue (``_parquet``), so memory stays flat whatever the size of the result. Each row group holds
 ``batch_size`` rows; a progress line (rows, row groups, rows/s) is logged every
