@@ -18,7 +18,12 @@ Three measurements, each against a baseline taken in the same run:
    (``task_instance.duration``), whose first task of a ``dags test`` process also starts the
    in-process execution API, a one-off of seconds.
 
-    python benchmarks/stage_cache.py            # 7 rounds of 1-2, 3 pairs of runs
+4. The extract alone on the demo table, in this process: the SQLite path through the ADBC driver
+   against the DB-API path (taken by the same query with ``column_types`` set, which gives the
+   same file), interleaved round by round after one warm-up of each; wall and CPU time of
+   ``run(config, context)``, medians of the rounds and of the per-round ratios.
+
+    python benchmarks/stage_cache.py            # 7 rounds of 1-2 and 4, 3 pairs of runs
     python benchmarks/stage_cache.py --pairs 5  # more pairs of runs
     python benchmarks/stage_cache.py --quick    # 1 round, 1 pair at a small data size
 """
@@ -161,6 +166,52 @@ def pipeline_pairs(root: Path, pairs: int, quick: bool) -> list[dict[str, Any]]:
     return results
 
 
+def extract_rounds(analytics: Path, folder: Path, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds of the extract component on each path, interleaved round by round."""
+    import logging
+
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_mlpipe.components.data.extract import database
+    from airflow_mlpipe.contract import ComponentContext
+
+    os.environ["AIRFLOW_CONN_BENCH_SQLITE"] = f"sqlite:///{analytics}"
+    query = {"query": "SELECT * FROM user_events WHERE date > :cutoff", "conn_id": "bench_sqlite"}
+    configs = {
+        "ADBC": database.Config(**query, parameters={"cutoff": "2000-01-01"}),
+        "DB-API": database.Config(
+            **query, parameters={"cutoff": "2000-01-01"}, column_types={"value": "float64"}
+        ),
+    }
+    log = logging.getLogger("bench.extract")
+    log.setLevel(logging.WARNING)
+    samples: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in configs}
+    for round_number in range(rounds + 1):  # round 0 warms up imports and the page cache
+        for name, config in configs.items():
+            artifact_dir = ObjectStoragePath(f"file://{folder}/extract-{round_number}-{name}")
+            artifact_dir.mkdir(parents=True, exist_ok=True)
+            context = ComponentContext(
+                pipeline="bench",
+                pipeline_version="1.0.0",
+                config_version="bench",
+                environment="bench",
+                stage="extract",
+                run_id=f"bench-{round_number}",
+                git_commit=None,
+                inputs={},
+                artifact_dir=artifact_dir,
+                airflow_context={},
+                log=log,
+                outlet_events=None,
+            )
+            wall, cpu = time.perf_counter(), time.process_time()
+            database.run(config, context)
+            if round_number:
+                samples[name]["wall"].append(time.perf_counter() - wall)
+                samples[name]["cpu"].append(time.process_time() - cpu)
+    return samples
+
+
 def _stage_times(output: str) -> tuple[dict[str, float], dict[str, float]]:
     """Each stage's wall time and CPU time, from its "finished in" line."""
     wall, cpu = {}, {}
@@ -198,6 +249,7 @@ def main() -> None:
         digests = digest_rounds(root, rounds, size_mb)
         per_stage = per_stage_rounds(root, rounds * 5)
         runs = pipeline_pairs(root, pairs, args.quick)
+        extracts = extract_rounds(root / "analytics.db", root / "extracts", rounds)
 
     print(f"\n## Digesting {size_mb} MB (seconds; median (min-max) of {rounds} rounds)\n")
     print(
@@ -296,8 +348,35 @@ def main() -> None:
             ],
         )
     )
+    print(f"\n## The extract alone: ADBC vs DB-API (seconds; median (min-max) of {rounds} rounds)\n")
+    adbc, dbapi = extracts["ADBC"], extracts["DB-API"]
+    print(
+        benchlib.table(
+            ["time", "ADBC path", "DB-API path", "ADBC / DB-API"],
+            [
+                [
+                    kind,
+                    benchlib.spread(adbc[kind]),
+                    benchlib.spread(dbapi[kind]),
+                    benchlib.fmt(
+                        statistics.median(a / d for a, d in zip(adbc[kind], dbapi[kind], strict=True))
+                    ),
+                ]
+                for kind in ("wall", "cpu")
+            ],
+        )
+    )
+    print(f"\nload average at the end: {[round(x, 2) for x in os.getloadavg()]}")
     benchlib.save(
-        args.json, "stage_cache", {"machine": info, "digests": digests, "per_stage": per_stage, "runs": runs}
+        args.json,
+        "stage_cache",
+        {
+            "machine": info,
+            "digests": digests,
+            "per_stage": per_stage,
+            "runs": runs,
+            "extracts": extracts,
+        },
     )
 
 
