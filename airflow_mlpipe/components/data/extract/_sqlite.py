@@ -1,8 +1,8 @@
 """The SQLite path: the ADBC SQLite driver steps through the result in C and builds Arrow columns.
 
 The DB-API path makes one Python tuple per row (and one object per value) before Arrow sees
-them; the driver appends each value straight into an Arrow buffer, several times faster
-(BENCHMARKS.md, section 5). The ``:name`` parameters become ``?`` placeholders (SQLAlchemy's
+them; the driver appends each value straight into an Arrow buffer, in about a third of the CPU
+time on the demo table (BENCHMARKS.md, section 5.1). The ``:name`` parameters become ``?`` placeholders (SQLAlchemy's
 compiler, as on the DB-API path) and their values are bound by the driver, as one row of an
 Arrow batch, never formatted into the SQL.
 
@@ -18,8 +18,9 @@ one type:
   them into text (reals in ``%e`` notation, six digits) or bytes. When the result has text or
   blob columns, one more query on the same connection, inside the same read transaction, looks
   for such a value (``typeof``) before any row is written; finding one is an error naming the
-  column and the CAST. This runs the query a second time (about half the extract's time on the
-  demo table): the price of never writing a column whose values changed type.
+  column and the CAST. This runs the query a second time (about a fifth of the extract's CPU
+  time on the demo table, BENCHMARKS.md section 5.1): the price of never writing a column whose
+  values changed type.
 
 NULL stays NULL and the empty string stays empty, as SQLite returns them.
 
