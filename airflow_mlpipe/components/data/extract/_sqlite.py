@@ -2,9 +2,9 @@
 
 The DB-API path makes one Python tuple per row (and one object per value) before Arrow sees
 them; the driver appends each value straight into an Arrow buffer, in about a third of the CPU
-time on the demo table (BENCHMARKS.md, section 5.1). The ``:name`` parameters become ``?`` placeholders (SQLAlchemy's
-compiler, as on the DB-API path) and their values are bound by the driver, as one row of an
-Arrow batch, never formatted into the SQL.
+time on the demo table (BENCHMARKS.md, section 5.1). The ``:name`` parameters become ``?``
+placeholders (SQLAlchemy's compiler, as on the DB-API path) and their values are bound by the
+driver, as one row of an Arrow batch, never formatted into the SQL.
 
 Types. SQLite stores a type per value, not per column, and the driver infers each column's Arrow
 type from the first ``batch_size`` rows (integers and reals together become float64, as
