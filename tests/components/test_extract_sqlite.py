@@ -7,6 +7,8 @@ Real SQLite files throughout; the DB-API path is the reference the columnar path
 from __future__ import annotations
 
 import datetime
+import importlib.util
+import os
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_mlpipe.components.data.extract import database
+
+if importlib.util.find_spec("adbc_driver_sqlite") is None and os.environ.get("CI") != "true":
+    # A default-install dependency: only a venv from before it was added lacks it.
+    pytest.skip("adbc-driver-sqlite is not installed (make install adds it)", allow_module_level=True)
 
 ADBC = "columnar through the ADBC SQLite driver"
 LOGGER = "tests.components.extract"
