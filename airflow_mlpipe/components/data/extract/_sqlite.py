@@ -113,7 +113,8 @@ def read_batches(
         reader = pa.RecordBatchReader._import_from_c(stream.address)
         handles.append(reader)
         schema = reader.schema
-        # The reader holds the read transaction open: the check sees the same rows.
+        # A reader in the middle of the result holds its read transaction open, so the check
+        # runs on the same snapshot (a result that fitted in the first batch is already read).
         _check_uniform_types(handles[1], sql, values, schema)
     except BaseException:
         close()
