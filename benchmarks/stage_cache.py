@@ -12,11 +12,19 @@ Three measurements, each against a baseline taken in the same run:
    runs again and returns the same rows, features and training must come from the cache. The
    ratio is the sum of the second run's stage times over the first's, per pair of runs, median
    over pairs; goal at most 0.30. A stage's time is its operator's ``execute`` (the task log's
-   "Stage 'x' finished in N s": lookup, component, digests, cache store); Airflow's own per-task
-   start-up is shown beside it (``task_instance.duration``), whose first task of a ``dags test``
-   process also starts the in-process execution API, a one-off of seconds.
+   "Stage 'x' finished in N s (CPU M s)": lookup, component, digests, cache store), as wall time
+   and as the process's CPU time over the same span (steadier on a shared machine: it leaves out
+   waiting for a core); Airflow's own per-task start-up is shown beside it
+   (``task_instance.duration``), whose first task of a ``dags test`` process also starts the
+   in-process execution API, a one-off of seconds.
 
-    python benchmarks/stage_cache.py            # 5 rounds of 1-2, 3 pairs of runs
+4. The extract alone on the demo table, in this process: the SQLite path through the ADBC driver
+   against the DB-API path (taken by the same query with ``column_types`` set, which gives the
+   same file), interleaved round by round after one warm-up of each; wall and CPU time of
+   ``run(config, context)``, medians of the rounds and of the per-round ratios.
+
+    python benchmarks/stage_cache.py            # 7 rounds of 1-2 and 4, 3 pairs of runs
+    python benchmarks/stage_cache.py --pairs 5  # more pairs of runs
     python benchmarks/stage_cache.py --quick    # 1 round, 1 pair at a small data size
 """
 
@@ -40,7 +48,15 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 STAGES = ["extract", "transform_features", "train", "evaluate", "register"]
-KEYS = (("durations", 0), ("durations", 1), ("task_durations", 0), ("task_durations", 1))
+KEYS = (
+    ("durations", 0),
+    ("durations", 1),
+    ("cpu", 0),
+    ("cpu", 1),
+    ("task_durations", 0),
+    ("task_durations", 1),
+)
+FINISHED = re.compile(r"Stage '(\w+)' finished in ([\d.]+) s(?: \(CPU ([\d.]+) s\))?")
 
 
 def _read_only(path: Path) -> None:
@@ -130,6 +146,7 @@ def pipeline_pairs(root: Path, pairs: int, quick: bool) -> list[dict[str, Any]]:
             "AIRFLOW__MLPIPE__ARTIFACT_ROOT": f"file://{root / f'artifacts-{pair}'}",
         }
         durations: list[dict[str, float]] = []
+        cpu: list[dict[str, float]] = []
         task_durations: list[dict[str, float]] = []
         cached = []
         for environment in ("first", "second"):
@@ -138,21 +155,74 @@ def pipeline_pairs(root: Path, pairs: int, quick: bool) -> list[dict[str, Any]]:
             )
             if run.state != "success":
                 raise RuntimeError(f"run {environment} failed:\n{run.output[-3000:]}")
-            durations.append(_stage_times(run.output))
+            wall, cpu_times = _stage_times(run.output)
+            durations.append(wall)
+            cpu.append(cpu_times)
             task_durations.append(_stage_durations(sandbox.database, run.run_id))
             cached.append(run.record["stages_cached"])
-        results.append({"durations": durations, "task_durations": task_durations, "cached": cached})
+        results.append(
+            {"durations": durations, "cpu": cpu, "task_durations": task_durations, "cached": cached}
+        )
     return results
 
 
-def _stage_times(output: str) -> dict[str, float]:
-    times = {
-        m.group(1): float(m.group(2)) for m in re.finditer(r"Stage '(\w+)' finished in ([\d.]+) s", output)
+def extract_rounds(analytics: Path, folder: Path, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds of the extract component on each path, interleaved round by round."""
+    import logging
+
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_mlpipe.components.data.extract import database
+    from airflow_mlpipe.contract import ComponentContext
+
+    os.environ["AIRFLOW_CONN_BENCH_SQLITE"] = f"sqlite:///{analytics}"
+    query = {"query": "SELECT * FROM user_events WHERE date > :cutoff", "conn_id": "bench_sqlite"}
+    configs = {
+        "ADBC": database.Config(**query, parameters={"cutoff": "2000-01-01"}),
+        "DB-API": database.Config(
+            **query, parameters={"cutoff": "2000-01-01"}, column_types={"value": "float64"}
+        ),
     }
-    missing = set(STAGES) - set(times)
+    log = logging.getLogger("bench.extract")
+    log.setLevel(logging.WARNING)
+    samples: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in configs}
+    for round_number in range(rounds + 1):  # round 0 warms up imports and the page cache
+        for name, config in configs.items():
+            artifact_dir = ObjectStoragePath(f"file://{folder}/extract-{round_number}-{name}")
+            artifact_dir.mkdir(parents=True, exist_ok=True)
+            context = ComponentContext(
+                pipeline="bench",
+                pipeline_version="1.0.0",
+                config_version="bench",
+                environment="bench",
+                stage="extract",
+                run_id=f"bench-{round_number}",
+                git_commit=None,
+                inputs={},
+                artifact_dir=artifact_dir,
+                airflow_context={},
+                log=log,
+                outlet_events=None,
+            )
+            wall, cpu = time.perf_counter(), time.process_time()
+            database.run(config, context)
+            if round_number:
+                samples[name]["wall"].append(time.perf_counter() - wall)
+                samples[name]["cpu"].append(time.process_time() - cpu)
+    return samples
+
+
+def _stage_times(output: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Each stage's wall time and CPU time, from its "finished in" line."""
+    wall, cpu = {}, {}
+    for match in FINISHED.finditer(output):
+        wall[match.group(1)] = float(match.group(2))
+        if match.group(3) is not None:
+            cpu[match.group(1)] = float(match.group(3))
+    missing = set(STAGES) - set(wall)
     if missing:
         raise RuntimeError(f"no 'finished in' line for {sorted(missing)} in the run's output")
-    return times
+    return wall, cpu
 
 
 def _stage_durations(database: Path, run_id: str) -> dict[str, float]:
@@ -169,8 +239,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, small sizes (smoke test)")
     parser.add_argument("--json", help="write raw results here")
+    parser.add_argument("--pairs", type=int, default=3, help="pairs of pipeline runs (default 3)")
     args = parser.parse_args()
-    rounds, pairs, size_mb = (1, 1, 10) if args.quick else (7, 3, 100)
+    rounds, pairs, size_mb = (1, 1, 10) if args.quick else (7, args.pairs, 100)
     info = benchlib.machine()
     benchlib.print_header("Stage cache: digests, fingerprints, cached reruns", info)
     with tempfile.TemporaryDirectory(prefix="mlpipe-bench-cache-") as tmp:
@@ -178,6 +249,7 @@ def main() -> None:
         digests = digest_rounds(root, rounds, size_mb)
         per_stage = per_stage_rounds(root, rounds * 5)
         runs = pipeline_pairs(root, pairs, args.quick)
+        extracts = extract_rounds(root / "analytics.db", root / "extracts", rounds)
 
     print(f"\n## Digesting {size_mb} MB (seconds; median (min-max) of {rounds} rounds)\n")
     print(
@@ -216,30 +288,59 @@ def main() -> None:
         )
     )
     print("\n## Reference pipeline: second run with only evaluate.thresholds changed\n")
+    print(f"load average after the runs: {[round(x, 2) for x in os.getloadavg()]}\n")
     rows = []
     ratios = []
+    cpu_ratios = []
     for index, pair in enumerate(runs):
         first, second = pair["durations"]
         ratio = sum(second.values()) / sum(first.values())
         ratios.append(ratio)
+        first_cpu, second_cpu = pair["cpu"]
+        cpu_ratio = sum(second_cpu.values()) / sum(first_cpu.values()) if first_cpu else float("nan")
+        cpu_ratios.append(cpu_ratio)
         rows.append(
             [
                 index + 1,
                 benchlib.fmt(sum(first.values())),
                 benchlib.fmt(sum(second.values())),
                 benchlib.fmt(ratio),
+                benchlib.fmt(sum(first_cpu.values())),
+                benchlib.fmt(sum(second_cpu.values())),
+                benchlib.fmt(cpu_ratio),
                 ", ".join(pair["cached"][1]) or "-",
             ]
         )
     print(
         benchlib.table(
-            ["pair", "first run: stage s", "second run: stage s", "second / first", "cached"], rows
+            [
+                "pair",
+                "first: stage s",
+                "second: stage s",
+                "second / first",
+                "first: CPU s",
+                "second: CPU s",
+                "CPU second / first",
+                "cached",
+            ],
+            rows,
         )
     )
-    print(f"\nmedian second / first: {benchlib.fmt(statistics.median(ratios))} (goal <= 0.30)\n")
+    print(
+        f"\nmedian second / first: {benchlib.fmt(statistics.median(ratios))} wall, "
+        f"{benchlib.fmt(statistics.median(cpu_ratios))} CPU (goal <= 0.30)\n"
+    )
     print(
         benchlib.table(
-            ["stage", "first: execute s", "second: execute s", "first: task s", "second: task s"],
+            [
+                "stage",
+                "first: execute s",
+                "second: execute s",
+                "first: CPU s",
+                "second: CPU s",
+                "first: task s",
+                "second: task s",
+            ],
             [
                 [stage]
                 + [benchlib.fmt(statistics.median(p[key][i].get(stage, 0) for p in runs)) for key, i in KEYS]
@@ -247,8 +348,35 @@ def main() -> None:
             ],
         )
     )
+    print(f"\n## The extract alone: ADBC vs DB-API (seconds; median (min-max) of {rounds} rounds)\n")
+    adbc, dbapi = extracts["ADBC"], extracts["DB-API"]
+    print(
+        benchlib.table(
+            ["time", "ADBC path", "DB-API path", "ADBC / DB-API"],
+            [
+                [
+                    kind,
+                    benchlib.spread(adbc[kind]),
+                    benchlib.spread(dbapi[kind]),
+                    benchlib.fmt(
+                        statistics.median(a / d for a, d in zip(adbc[kind], dbapi[kind], strict=True))
+                    ),
+                ]
+                for kind in ("wall", "cpu")
+            ],
+        )
+    )
+    print(f"\nload average at the end: {[round(x, 2) for x in os.getloadavg()]}")
     benchlib.save(
-        args.json, "stage_cache", {"machine": info, "digests": digests, "per_stage": per_stage, "runs": runs}
+        args.json,
+        "stage_cache",
+        {
+            "machine": info,
+            "digests": digests,
+            "per_stage": per_stage,
+            "runs": runs,
+            "extracts": extracts,
+        },
     )
 
 

@@ -25,7 +25,7 @@ SCRIPTS = [
     ("train_evaluate.py", ["--quick"], "## Training on"),
     ("recommenders.py", ["--quick"], "## Test split"),
     ("validate_spec.py", ["--quick"], "valid spec (dev)"),
-    ("stage_cache.py", ["--quick"], "## Reference pipeline: second run"),
+    ("stage_cache.py", ["--quick"], "## The extract alone: ADBC vs DB-API"),
     ("scale_footprint.py", ["--quick"], "## XCom per run"),
     ("scale.py", ["--quick"], "## Stages at scale"),
 ]
