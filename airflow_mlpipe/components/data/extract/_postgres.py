@@ -47,7 +47,7 @@ POSTGRES_TYPES = {
 
 #: Bytes of COPY data the driver decodes into each Arrow batch. Its default, 16 MiB, is 300k rows
 #: of a narrow table: the writer waits that long for its first batch, and the driver's buffers
-#: grow by copying (realloc) to that size. 4 MiB cost less CPU and 30 MB less peak RSS on the
+#: grow by copying (realloc) to that size. 4 MiB: about the same CPU, 30 MB less peak RSS on the
 #: benchmark's 3M rows (BENCHMARKS.md, section 3.2).
 BATCH_BYTES = 4 << 20
 
