@@ -17,7 +17,13 @@ schema of the local PostgreSQL with ``generate_series``. Then:
     the provider loaded first (as in a worker), timed around ``run`` only.
 
   The ratios net extract / psql and component / psql are taken within each round; medians over
-  rounds.
+  rounds. Beside the wall times: CPU seconds, of ``run()`` in the component's process (all its
+  threads), of the ``psql`` process, and of the whole ``airflow dags test`` process tree (parse
+  and start-up included, so only comparable with itself). On a shared 2-vCPU machine CPU time
+  moves far less with the load than wall time does.
+* **Before/after** (``--baseline TREE``): the stage and the component also run from another tree
+  holding an ``airflow_mlpipe`` package (for example ``git archive`` of the commit before a
+  change), put first on the children's ``PYTHONPATH``, in the same rounds, the order rotating.
 * **Memory**: the component alone (``run(config, context)`` with a real ``ComponentContext``) in a
   fresh process per run at 1M, 2M and 4M rows, its peak RSS (``ru_maxrss``); it should stay
   flat, since the result streams through a bounded queue one batch at a time.
@@ -25,6 +31,7 @@ schema of the local PostgreSQL with ``generate_series``. Then:
 The schema is dropped at the end.
 
     python benchmarks/extract_postgres.py            # 3M rows x 3 rounds; memory at 1M, 2M, 4M x 3
+    python benchmarks/extract_postgres.py --rounds 5 --baseline /tmp/before-tree
     python benchmarks/extract_postgres.py --quick    # 20k rows, memory to 80k, one round
 """
 
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -66,8 +74,8 @@ def fill(schema: str, start: int, stop: int) -> None:
     )
 
 
-def run_with_rusage(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process, via wait4."""
+def run_with_rusage(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MiB) of one child process, via wait4."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -75,7 +83,29 @@ def run_with_rusage(command: list[str], env: dict[str, str] | None = None) -> tu
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"{command[0]} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished children so far (for the delta around one run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def self_cpu_s() -> float:
+    """CPU seconds of this process so far, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tree_env(env: dict[str, str], tree: str | None) -> dict[str, str]:
+    """``env`` with ``tree``'s ``airflow_mlpipe`` first on ``PYTHONPATH`` (after benchmarks/)."""
+    if tree:
+        env = {
+            **env,
+            "PYTHONPATH": os.pathsep.join([str(benchlib.BENCH_DIR), tree, env.get("PYTHONPATH", "")]),
+        }
+    return env
 
 
 def child_component(schema: str, batch_size: int, out_dir: str) -> None:
@@ -109,13 +139,16 @@ def child_component(schema: str, batch_size: int, out_dir: str) -> None:
         query=f"SELECT {COLUMNS} FROM {schema}.user_events", conn_id="bench_pg", batch_size=batch_size
     )
     rss_before = benchlib.peak_rss_mb()
+    cpu_before = self_cpu_s()
     started = time.perf_counter()
     result = database.run(config, context)
     seconds = time.perf_counter() - started
+    cpu = self_cpu_s() - cpu_before
     size = Path(out_dir, database.FILE_NAME).stat().st_size
     benchlib.emit(
         {
             "seconds": seconds,
+            "cpu_s": cpu,
             "rows": result["metrics"]["rows"],
             "rss_before_mb": rss_before,
             "bytes": size,
@@ -124,9 +157,9 @@ def child_component(schema: str, batch_size: int, out_dir: str) -> None:
     )
 
 
-def run_component(schema: str, batch_size: int, work: Path) -> dict[str, Any]:
+def run_component(schema: str, batch_size: int, work: Path, tree: str | None = None) -> dict[str, Any]:
     out_dir = work / f"parquet-{uuid.uuid4().hex[:8]}"
-    env = benchlib.airflow_env(work / "airflow-home", AIRFLOW_CONN_BENCH_PG=PG_URI)
+    env = tree_env(benchlib.airflow_env(work / "airflow-home", AIRFLOW_CONN_BENCH_PG=PG_URI), tree)
     try:
         return benchlib.run_child([__file__, "--child", schema, str(batch_size), str(out_dir)], env)
     finally:
@@ -136,10 +169,10 @@ def run_component(schema: str, batch_size: int, work: Path) -> dict[str, Any]:
 def run_psql(schema: str, work: Path) -> dict[str, Any]:
     target = work / "copy.csv"
     sql = f"\\copy (SELECT {COLUMNS} FROM {schema}.user_events) TO '{target}' WITH (FORMAT csv)"
-    wall, rss = run_with_rusage([*PSQL, "-c", sql])
+    wall, cpu, rss = run_with_rusage([*PSQL, "-c", sql])
     size = target.stat().st_size
     target.unlink()
-    return {"seconds": wall, "peak_rss_mb": rss, "bytes": size}
+    return {"seconds": wall, "cpu_s": cpu, "peak_rss_mb": rss, "bytes": size}
 
 
 STAGE_SPEC = """\
@@ -180,10 +213,13 @@ class StageRunner:
         env["AIRFLOW_CONN_BENCH_PG"] = PG_URI
         self.sandbox = AirflowSandbox(work / "sandbox", env=env).setup()
 
-    def run(self) -> dict[str, Any]:
+    def run(self, tree: str | None = None) -> dict[str, Any]:
+        env = tree_env({"PYTHONPATH": self.sandbox.extra_env.get("PYTHONPATH", "")}, tree) if tree else None
+        cpu_before = children_cpu_s()
         started = time.perf_counter()
-        result = self.sandbox.run(self.specs, "bench_extract")
+        result = self.sandbox.run(self.specs, "bench_extract", env=env)
         wall = time.perf_counter() - started
+        cpu = children_cpu_s() - cpu_before
         if result.state != "success":
             raise RuntimeError(f"the bench_extract run failed:\n{result.output[-4000:]}")
         times = {
@@ -197,6 +233,7 @@ class StageRunner:
             "net_s": times["extract"] - times["noop"],
             "rows": int(rows.group(1)) if rows else None,
             "wall_s": wall,
+            "process_cpu_s": cpu,
         }
 
 
@@ -212,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=10_000, help="the component's batch_size (10000)")
     parser.add_argument("--rounds", type=int, help="stage-time rounds (default 3)")
     parser.add_argument("--memory-runs", type=int, help="runs per memory size (default 3)")
+    parser.add_argument(
+        "--baseline", help="tree with the 'before' airflow_mlpipe, run in the same rounds (default: none)"
+    )
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -224,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         args.memory_rows or ([20_000, 40_000, 80_000] if args.quick else [1_000_000, 2_000_000, 4_000_000])
     )
     rounds = args.rounds or (1 if args.quick else 3)
+    if args.baseline and not (Path(args.baseline) / "airflow_mlpipe" / "__init__.py").is_file():
+        parser.error(f"{args.baseline} holds no airflow_mlpipe package")
+    baseline = str(Path(args.baseline).resolve()) if args.baseline else None
     memory_runs = args.memory_runs or (1 if args.quick else 3)
     info = benchlib.machine()
     benchlib.print_header("Extract benchmark", info)
@@ -231,14 +274,22 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mlpipe-bench-extract-"))
     print(
         f"stage time at {rows} rows, {rounds} rounds; memory at {memory_sizes} rows x {memory_runs}; "
-        f"batch_size {args.batch_size}; table {schema}.user_events\n"
+        f"batch_size {args.batch_size}; table {schema}.user_events"
     )
+    print(f"baseline: {benchlib.shown(baseline)}\n" if baseline else "")
 
-    raw: dict[str, Any] = {"machine": info, "rows": rows, "batch_size": args.batch_size, "runs": {}}
+    raw: dict[str, Any] = {
+        "machine": info,
+        "rows": rows,
+        "batch_size": args.batch_size,
+        "baseline": benchlib.shown(baseline) if baseline else None,
+        "runs": {},
+    }
     memory: dict[int, list[dict[str, Any]]] = {}
-    stage: list[dict[str, Any]] = []
-    floor: list[dict[str, Any]] = []
-    alone: list[dict[str, Any]] = []
+    results: dict[str, list[dict[str, Any]]] = {
+        name: [] for name in ("stage", "psql", "component", "stage_baseline", "component_baseline")
+    }
+    stage, floor, alone = results["stage"], results["psql"], results["component"]
     try:
         psql(
             f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.user_events (user_id integer NOT NULL, "
@@ -255,67 +306,103 @@ def main(argv: list[str] | None = None) -> int:
                 memory[size] = [run_component(schema, args.batch_size, work) for _ in range(memory_runs)]
                 print(f"  memory at {size} rows done", file=sys.stderr)
             if size == rows:
+                contestants = {
+                    "stage": runner.run,
+                    "psql": lambda: run_psql(schema, work),
+                    "component": lambda: run_component(schema, args.batch_size, work),
+                }
+                if baseline:
+                    contestants["stage_baseline"] = lambda: runner.run(baseline)
+                    contestants["component_baseline"] = lambda: run_component(
+                        schema, args.batch_size, work, baseline
+                    )
+                names = list(contestants)
                 for round_no in range(rounds):
-                    contestants = {
-                        "stage": runner.run,
-                        "psql": lambda: run_psql(schema, work),
-                        "component": lambda: run_component(schema, args.batch_size, work),
-                    }
-                    order = list(contestants)[round_no % 3 :] + list(contestants)[: round_no % 3]
-                    results = {name: contestants[name]() for name in order}
-                    stage.append(results["stage"])
-                    floor.append(results["psql"])
-                    alone.append(results["component"])
-                    print(f"  round {round_no + 1}/{rounds} done", file=sys.stderr)
-        bad = [r["rows"] for r in stage if r["rows"] != rows] + [
+                    shift = round_no % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        results[name].append(contestants[name]())
+                    print(
+                        f"  round {round_no + 1}/{rounds} done, load {os.getloadavg()[0]:.1f}",
+                        file=sys.stderr,
+                    )
+        bad = [r["rows"] for r in stage + results["stage_baseline"] if r["rows"] != rows] + [
             r["rows"] for size, runs in memory.items() for r in runs if r["rows"] != size
         ]
         if bad:
             raise RuntimeError(f"the extract returned {bad} rows, not the table's")
-        raw["runs"] = {
-            "stage": stage,
-            "psql": floor,
-            "component": alone,
-            "memory": {str(k): v for k, v in memory.items()},
-        }
+        raw["runs"] = {**results, "memory": {str(k): v for k, v in memory.items()}}
+        raw["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         shutil.rmtree(work, ignore_errors=True)
 
+    print(f"load average at the end: {raw['loadavg_end']}\n")
     print(f"## Throughput: the extract stage on {rows} rows vs psql, median (min-max)\n")
-    table_rows = [
-        [
-            "extract stage (task log), Parquet zstd",
-            len(stage),
-            benchlib.spread(r["extract_s"] for r in stage),
-            benchlib.spread(rows / r["extract_s"] for r in stage),
-        ],
-        ["no-op stage, same run", len(stage), benchlib.spread(r["noop_s"] for r in stage), "-"],
-        [
-            "**extract net of the no-op stage**",
-            len(stage),
-            benchlib.spread(r["net_s"] for r in stage),
-            benchlib.spread(rows / r["net_s"] for r in stage),
-        ],
-        [
-            "component alone, fresh process (run() only)",
-            len(alone),
-            benchlib.spread(r["seconds"] for r in alone),
-            benchlib.spread(rows / r["seconds"] for r in alone),
-        ],
+    versions = [("", "")] + ([("_baseline", " (baseline)")] if baseline else [])
+    table_rows = []
+    for suffix, label in versions:
+        stages, components = results["stage" + suffix], results["component" + suffix]
+        table_rows += [
+            [
+                f"extract stage (task log), Parquet zstd{label}",
+                len(stages),
+                benchlib.spread(r["extract_s"] for r in stages),
+                benchlib.spread(rows / r["extract_s"] for r in stages),
+                benchlib.spread(r["process_cpu_s"] for r in stages) + " (dags test process)",
+            ],
+            [
+                f"no-op stage, same run{label}",
+                len(stages),
+                benchlib.spread(r["noop_s"] for r in stages),
+                "-",
+                "-",
+            ],
+            [
+                f"**extract net of the no-op stage**{label}",
+                len(stages),
+                benchlib.spread(r["net_s"] for r in stages),
+                benchlib.spread(rows / r["net_s"] for r in stages),
+                "-",
+            ],
+            [
+                f"component alone, fresh process (run() only){label}",
+                len(components),
+                benchlib.spread(r["seconds"] for r in components),
+                benchlib.spread(rows / r["seconds"] for r in components),
+                benchlib.spread(r.get("cpu_s") for r in components),
+            ],
+        ]
+    table_rows.append(
         [
             "psql \\copy -> CSV (floor)",
             len(floor),
             benchlib.spread(r["seconds"] for r in floor),
             benchlib.spread(rows / r["seconds"] for r in floor),
-        ],
-    ]
-    print(benchlib.table(["extract", "runs", "seconds", "rows/s"], table_rows))
-    ratio = [s["net_s"] / f["seconds"] for s, f in zip(stage, floor, strict=True)]
-    print(f"\nextract net / psql time, within a round: {benchlib.spread(ratio)} (goal <= 1.5, aim 1.0)")
-    ratio_alone = [c["seconds"] / f["seconds"] for c, f in zip(alone, floor, strict=True)]
-    print(f"component alone / psql time, within a round: {benchlib.spread(ratio_alone)}")
-
+            benchlib.spread(r["cpu_s"] for r in floor),
+        ]
+    )
+    print(benchlib.table(["extract", "runs", "seconds", "rows/s", "CPU s"], table_rows))
+    print()
+    for suffix, label in versions:
+        stages, components = results["stage" + suffix], results["component" + suffix]
+        ratio = [s["net_s"] / f["seconds"] for s, f in zip(stages, floor, strict=True)]
+        goal = " (goal <= 1.5, aim 1.0)" if not suffix else ""
+        print(f"extract net / psql time, within a round{label}: {benchlib.spread(ratio)}{goal}")
+        ratio_alone = [c["seconds"] / f["seconds"] for c, f in zip(components, floor, strict=True)]
+        print(f"component alone / psql time, within a round{label}: {benchlib.spread(ratio_alone)}")
+        cpu_ratio = [c["cpu_s"] / f["cpu_s"] for c, f in zip(components, floor, strict=True) if "cpu_s" in c]
+        print(f"component run() CPU / psql process CPU, within a round{label}: {benchlib.spread(cpu_ratio)}")
+    if baseline:
+        after_before = [
+            a["net_s"] / b["net_s"] for a, b in zip(stage, results["stage_baseline"], strict=True)
+        ]
+        print(f"extract net, after / baseline, within a round: {benchlib.spread(after_before)}")
+        cpu_after_before = [
+            a["cpu_s"] / b["cpu_s"]
+            for a, b in zip(alone, results["component_baseline"], strict=True)
+            if "cpu_s" in b
+        ]
+        print(f"component run() CPU, after / baseline, within a round: {benchlib.spread(cpu_after_before)}")
     print(f"\n## Memory of the component alone at batch_size {args.batch_size}, median (min-max)\n")
     base_rows = memory_sizes[0]
     base = benchlib.median(r["peak_rss_mb"] for r in memory[base_rows])

@@ -62,9 +62,10 @@ def test_a_writer_error_stops_the_reader_instead_of_hanging():
     assert not any(t.name == "mlpipe-parquet-writer" for t in threading.enumerate())
 
 
-def test_the_reader_waits_when_the_writer_falls_behind():
+def test_the_reader_waits_when_the_writer_falls_behind(monkeypatch):
     # With a writer that blocks, the reader can hand over at most QUEUE_DEPTH tables (plus the one
     # the writer holds) before it waits: memory stays bounded whatever the result's size.
+    monkeypatch.setattr(_parquet, "WRITE_BUFFER_BYTES", 1)  # every page reaches the sink (and blocks)
     release = threading.Event()
     handed = []
 
@@ -97,3 +98,51 @@ def test_the_reader_waits_when_the_writer_falls_behind():
     done.join(timeout=30)
     assert in_flight <= _parquet.QUEUE_DEPTH + 3
     assert len(handed) == 50
+
+
+def test_only_string_and_binary_columns_are_dictionary_encoded():
+    # A dictionary of ids, amounts or instants costs the writer more than the column and, under
+    # zstd, makes the file larger; for strings (categories, event types) it is what readers want.
+    table = pa.table(
+        {
+            "user_id": pa.array([i % 7 for i in range(1000)], pa.int32()),
+            "value": pa.array([i / 4 for i in range(1000)], pa.float64()),
+            "event_type": pa.array(["view", "click"] * 500),
+            "payload": pa.array([b"x", b"y"] * 500),
+        }
+    )
+    sink = io.BytesIO()
+    _parquet.write_stream(
+        table.to_batches(), table.schema, sink, compression="zstd", batch_size=500, log=None,
+        log_every_batches=10**9, started=0.0,
+    )  # fmt: skip
+
+    parquet = pq.ParquetFile(io.BytesIO(sink.getvalue()))
+    dictionary = {
+        name: any("DICTIONARY" in encoding for encoding in parquet.metadata.row_group(0).column(i).encodings)
+        for i, name in enumerate(table.column_names)
+    }
+    assert dictionary == {"user_id": False, "value": False, "event_type": True, "payload": True}
+    assert parquet.read().equals(table)
+
+
+def test_the_sink_is_written_in_large_chunks_and_left_open():
+    # A Python file (an object-store file) costs a GIL hand-off per write: a page each would mean
+    # hundreds of calls for these 40 row groups.
+    class CountingSink(io.BytesIO):
+        calls = 0
+
+        def write(self, data):
+            CountingSink.calls += 1
+            return super().write(data)
+
+    sink = CountingSink()
+    rows, groups = _parquet.write_stream(
+        _batches([1000] * 40), _batches([1])[0].schema, sink, compression="zstd", batch_size=1000,
+        log=None, log_every_batches=10**9, started=0.0,
+    )  # fmt: skip
+
+    assert (rows, groups) == (40_000, 40)
+    assert CountingSink.calls <= 2
+    assert not sink.closed  # the caller's file: it closes it (and renames it) itself
+    assert pq.read_table(io.BytesIO(sink.getvalue())).num_rows == 40_000

@@ -127,6 +127,27 @@ def test_rows_stream_through_binary_copy_into_row_groups_of_batch_size(
     assert "Extracted 6000 rows in 2 batches" in caplog.text  # progress lines stay
 
 
+
+def test_the_driver_decodes_batches_of_about_batch_bytes(scratch, monkeypatch):
+    # Small batches reach the writer early and keep memory low; the driver's default (16 MiB) held
+    # 300k rows of the benchmark's table per batch.
+    run_sql, schema = scratch
+    run_sql(
+        f"CREATE TABLE {schema}.wide AS SELECT i AS n, repeat('x', 100) AS pad "
+        "FROM generate_series(1, 20000) AS i"
+    )
+    monkeypatch.setattr(_postgres, "BATCH_BYTES", 256 * 1024)
+
+    table_schema, batches, close = _postgres.read_batches(DSN, f"SELECT n, pad FROM {schema}.wide", {})
+    try:
+        sizes = [batch.num_rows for batch in batches]
+    finally:
+        close()
+
+    assert sum(sizes) == 20_000
+    assert len(sizes) >= 5  # about 2.3 MB of COPY data in batches of about 256 kB
+    assert table_schema.names == ["n", "pad"]
+
 HOSTILE = [
     "x' OR '1'='1",
     "'; DROP TABLE victims; --",

@@ -7,10 +7,18 @@ whatever the size of the result.
 
 Every row group holds ``batch_size`` rows (the last one fewer): the reader hands over tables whose
 length is a multiple of ``batch_size`` (``RowGroupChunker``), except the final one.
+
+How the file is encoded (``writer_options``): only string and binary columns are dictionary
+encoded. Numbers, dates and timestamps are written plain: for ids, amounts and instants a
+dictionary per row group costs the writer about three times the CPU of the plain column (its hash
+table) and, under zstd, made the benchmark's file larger, not smaller (BENCHMARKS.md, section
+3.2). The writer reaches the sink through a buffer, so a Python file (an ``ObjectStoragePath``
+file) is called once per ``WRITE_BUFFER_BYTES``, not once per page, each call taking the GIL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -22,6 +30,9 @@ if TYPE_CHECKING:
 
 #: Tables waiting for the writer; with the reader's table and the writer's, three in memory at most.
 QUEUE_DEPTH = 2
+
+#: Bytes of encoded Parquet gathered before each write to the sink.
+WRITE_BUFFER_BYTES = 1 << 20
 
 # How long a blocked put waits before looking again whether the writer died.
 _POLL_SECONDS = 0.5
@@ -81,13 +92,22 @@ class ParquetSink:
         self._row_group_size = row_group_size
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_DEPTH)
         self._error: BaseException | None = None
+        self._stream: Any = None
         self._thread = threading.Thread(target=self._write_all, name="mlpipe-parquet-writer", daemon=True)
 
     def __enter__(self) -> ParquetSink:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        # Opened here, not in the thread, so a schema Parquet cannot hold fails before any fetch.
-        self._writer = pq.ParquetWriter(self._sink, self._schema, compression=self._compression)
+        self._stream = pa.BufferedOutputStream(pa.PythonFile(self._sink, mode="w"), WRITE_BUFFER_BYTES)
+        try:
+            # Opened here, not in the thread, so a schema Parquet cannot hold fails before any fetch.
+            self._writer = pq.ParquetWriter(
+                self._stream, self._schema, compression=self._compression, **writer_options(self._schema)
+            )
+        except BaseException:
+            self._release_sink()
+            raise
         self._thread.start()
         return self
 
@@ -106,13 +126,16 @@ class ParquetSink:
             return
         self._queue.put(_END)
         self._thread.join()
-        self._raise_writer_error()
+        if self._error is not None:
+            self._release_sink_quietly()
+            raise self._error
 
     def _write_all(self) -> None:
         try:
             while (table := self._queue.get()) is not _END:
                 self._writer.write_table(table, row_group_size=self._row_group_size)
             self._writer.close()
+            self._release_sink()
         except BaseException as exc:  # handed to the reader's thread
             self._error = exc
             self._drain()
@@ -130,10 +153,38 @@ class ParquetSink:
         self._drain()
         self._queue.put(_END)
         self._thread.join()
+        self._release_sink_quietly()
+
+    def _release_sink(self) -> None:
+        """Flush the buffer into the sink and let go of it unclosed: the sink belongs to the caller.
+
+        (Dropped without this, the buffered stream would close the caller's file.)
+        """
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.detach()
+
+    def _release_sink_quietly(self) -> None:
+        # After a failure the file is deleted anyway; the error already raised is the one that matters.
+        with contextlib.suppress(Exception):
+            self._release_sink()
 
     def _raise_writer_error(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+def writer_options(schema: pa.Schema) -> dict[str, Any]:
+    """``ParquetWriter`` options for a file of ``schema``: a dictionary for string and binary columns only."""
+    import pyarrow as pa
+
+    kinds = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    dictionary = [
+        field.name
+        for field in schema
+        if pa.types.is_dictionary(field.type) or any(is_kind(field.type) for is_kind in kinds)
+    ]
+    return {"use_dictionary": dictionary}
 
 
 def write_stream(

@@ -45,6 +45,12 @@ POSTGRES_TYPES = {
     "other types (inet, cidr, money, point, ...)": "an error naming the column; cast it, e.g. col::text",
 }
 
+#: Bytes of COPY data the driver decodes into each Arrow batch. Its default, 16 MiB, is 300k rows
+#: of a narrow table: the writer waits that long for its first batch, and the driver's buffers
+#: grow by copying (realloc) to that size. 4 MiB: about the same CPU, 30 MB less peak RSS on the
+#: benchmark's 3M rows (BENCHMARKS.md, section 3.2).
+BATCH_BYTES = 4 << 20
+
 #: Arrow metadata key in which the ADBC driver names each column's PostgreSQL type.
 _PG_TYPE_KEY = b"POSTGRESQL:type"
 
@@ -125,6 +131,8 @@ def read_batches(
         handles.append(adbc_driver_manager.AdbcConnection(handles[0]))
         statement = adbc_driver_manager.AdbcStatement(handles[1])
         handles.append(statement)
+        batch_hint = adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value
+        statement.set_options(**{batch_hint: str(BATCH_BYTES)})
         statement.set_sql_query(query)
         stream, _ = statement.execute_query()
         reader = pa.RecordBatchReader._import_from_c(stream.address)
