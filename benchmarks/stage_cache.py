@@ -213,12 +213,17 @@ def extract_rounds(analytics: Path, folder: Path, rounds: int) -> dict[str, dict
 
 
 def _stage_times(output: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Each stage's wall time and CPU time, from its "finished in" line."""
-    wall, cpu = {}, {}
+    """Each stage's wall time and CPU time, from its "finished in" lines.
+
+    A swept stage has one line per variant (each runs the stage's component): they add up.
+    """
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for match in FINISHED.finditer(output):
-        wall[match.group(1)] = float(match.group(2))
+        stage = match.group(1)
+        wall[stage] = wall.get(stage, 0.0) + float(match.group(2))
         if match.group(3) is not None:
-            cpu[match.group(1)] = float(match.group(3))
+            cpu[stage] = cpu.get(stage, 0.0) + float(match.group(3))
     missing = set(STAGES) - set(wall)
     if missing:
         raise RuntimeError(f"no 'finished in' line for {sorted(missing)} in the run's output")
@@ -232,7 +237,13 @@ def _stage_durations(database: Path, run_id: str) -> dict[str, float]:
             " WHERE dag_id = 'recommender_training' AND run_id = ?",
             (run_id,),
         ).fetchall()
-    return {task: float(duration or 0) for task, duration in rows if task in STAGES}
+    # A swept stage's tasks (its plan, every mapped variant, the selection) count as the stage.
+    durations: dict[str, float] = {}
+    for task, duration in rows:
+        stage = task.split(".", 1)[0]
+        if stage in STAGES:
+            durations[stage] = durations.get(stage, 0.0) + float(duration or 0)
+    return durations
 
 
 def main() -> None:
