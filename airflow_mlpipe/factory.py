@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from airflow.sdk import DAG, Param, get_parsing_context
+from airflow.sdk.definitions.param import ParamsDict
 
 from airflow_mlpipe.operators.component import ComponentOperator
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
@@ -178,7 +179,7 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
     # has params of its own, at run time Airflow merges the DAG's params into every task's
     # context (``process_params``), and the trigger form reads the DAG's. Assigning them still
     # runs the DAG's converter and its check of the defaults against the schemas.
-    dag.params = _dag_params(overridable)
+    dag.params = ParamsDict(_dag_params(overridable))
     return dag
 
 

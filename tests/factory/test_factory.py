@@ -279,12 +279,14 @@ def test_every_task_runs_with_the_dag_params_though_it_holds_no_copy_of_them(mlp
     dag = mlpipe_check_dags(REPO_DAGS).dags["recommender_training"]
     assert set(dag.params) == {"overrides", "cache"}
 
+    # The factory sets the DAG's params after its tasks, so Airflow copies none into them...
+    assert not any(task.params for task in dag.tasks)
+    # ...and still hands every task the DAG's params, with the run's conf laid over them (which
+    # Airflow writes into the Param objects: a run's conf comes last here).
     for task in dag.tasks:
-        # The factory sets the DAG's params after its tasks, so Airflow copies none into them...
-        assert not task.params
-        # ...and still hands every task the DAG's params, with the run's conf laid over them.
         assert process_params(dag, task, None, suppress_exception=False) == {"overrides": {}, "cache": True}
-        conf = {"cache": False, "overrides": {"train": {"epochs": 3}}}
+    conf = {"cache": False, "overrides": {"train": {"epochs": 3}}}
+    for task in dag.tasks:
         assert process_params(dag, task, conf, suppress_exception=False) == conf
     # What the scheduler and the trigger form read: the DAG's params, as before.
     deserialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
