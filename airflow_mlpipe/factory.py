@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from airflow.sdk import DAG, Param, get_parsing_context
+from airflow.sdk.definitions.param import ParamsDict
 
 from airflow_mlpipe.operators.component import ComponentOperator
 from airflow_mlpipe.operators.record import ExecutionRecordOperator
@@ -119,30 +120,14 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
         tags=sorted({*metadata.tags, MLPIPE_TAG, f"v{pipeline.version}"}),
         doc_md=_doc_md(pipeline),
         default_args={"owner": metadata.owner},
-        params={
-            OVERRIDES_PARAM: Param(
-                {},
-                type="object",
-                title="Config overrides",
-                description=_overrides_description(overridable),
-            ),
-            CACHE_PARAM: Param(
-                True,
-                type="boolean",
-                title="Use the stage cache",
-                description="Off: every stage runs again instead of reusing the outputs of an "
-                "identical earlier stage run",
-            ),
-        },
     )
+    task_settings = set(TASK_SETTINGS)
+    default_settings = pipeline.defaults.model_dump(include=task_settings, exclude_none=True)
     with dag:
         tasks = {}
         first_tasks = {}  # a swept stage starts with its plan task; a plain stage is one task
         for stage in pipeline.stages:
-            task_settings = set(TASK_SETTINGS)
-            settings = pipeline.defaults.model_dump(
-                include=task_settings, exclude_none=True
-            ) | stage.model_dump(include=task_settings, exclude_none=True)
+            settings = default_settings | stage.model_dump(include=task_settings, exclude_none=True)
             if stage.sweep is not None:
                 first_tasks[stage.name], tasks[stage.name] = add_sweep_tasks(
                     stage=stage.name,
@@ -177,15 +162,44 @@ def build_dag(pipeline: Pipeline, component_modules: tuple[str, ...] | None = No
             # Updated only by a successful run: the record task fails when a stage did not complete.
             outlets=[pipeline_asset(pipeline.name)],
         )
+        # One set_upstream per task with all its upstreams: Airflow hashes the DAG once per task
+        # in each call, and an edge at a time hashed it twice per edge.
         for stage in pipeline.stages:
             # A gated stage waits for its approval task, which waits for the stage's dependencies.
             gate = _approval_gate(stage, ref) if stage.approval and stage.approval.required else None
-            for dependency in stage.dependencies:
-                tasks[dependency] >> (gate or first_tasks[stage.name])
+            upstream = [tasks[dependency] for dependency in stage.dependencies]
+            if upstream:
+                (gate or first_tasks[stage.name]).set_upstream(upstream)
             if gate is not None:
-                gate >> first_tasks[stage.name]
-            tasks[stage.name] >> record
+                first_tasks[stage.name].set_upstream(gate)
+        record.set_upstream(list(tasks.values()))
+    # The params go on the DAG after its tasks are built. Airflow deep-copies a DAG's params into
+    # every task created inside it, once per operator class in the task's hierarchy: the largest
+    # single cost of building a DAG (a fifth of the parse). The copies add nothing here: no task
+    # has params of its own, at run time Airflow merges the DAG's params into every task's
+    # context (``process_params``), and the trigger form reads the DAG's. Assigning them still
+    # runs the DAG's converter and its check of the defaults against the schemas.
+    dag.params = ParamsDict(_dag_params(overridable))
     return dag
+
+
+def _dag_params(overridable: dict[str, frozenset[str]]) -> dict[str, Param]:
+    """The trigger form's fields: the per-stage config overrides and the stage cache switch."""
+    return {
+        OVERRIDES_PARAM: Param(
+            {},
+            type="object",
+            title="Config overrides",
+            description=_overrides_description(overridable),
+        ),
+        CACHE_PARAM: Param(
+            True,
+            type="boolean",
+            title="Use the stage cache",
+            description="Off: every stage runs again instead of reusing the outputs of an "
+            "identical earlier stage run",
+        ),
+    }
 
 
 def _approval_gate(stage: PipelineStage, ref: PipelineRef) -> Any:

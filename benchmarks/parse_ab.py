@@ -27,7 +27,7 @@ import benchlib
 from parse_dags import generate
 
 
-def run(folder: Path, n: int, m: int, tree: str | None, cache: Path) -> dict[str, Any]:
+def run(folder: Path, n: int, m: int, tree: str | None, cache: Path | str) -> dict[str, Any]:
     env = benchlib.airflow_env(AIRFLOW__MLPIPE__SPEC_CACHE_DIR=str(cache))
     if tree:
         env["PYTHONPATH"] = os.pathsep.join([str(benchlib.BENCH_DIR), tree, env.get("PYTHONPATH", "")])
@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="default 7")
     parser.add_argument("--workdir", help="where to generate the folders (default: a temporary dir)")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="time A and B without the validated-spec cache: the first parse after every spec changed",
+    )
     args = parser.parse_args(argv)
     n = args.n or (3 if args.quick else 1000)
     m = args.m or (2 if args.quick else 20)
@@ -57,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     info = benchlib.machine()
     benchlib.print_header("Parse A/B benchmark", info)
     print(f"A: {benchlib.shown(args.a or 'installed')}")
-    print(f"B: {benchlib.shown(args.b or 'installed')}\nN={n} M={m}, {rounds} rounds\n")
+    print(f"B: {benchlib.shown(args.b or 'installed')}\nN={n} M={m}, {rounds} rounds", end="")
+    print(", no spec cache (every spec validated)\n" if args.no_cache else "\n")
     root = Path(args.workdir or tempfile.mkdtemp(prefix="mlpipe-bench-ab-"))
     folders = generate(root, n, m, ("mlpipe", "handwritten"))
     contestants = {
@@ -67,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     names = list(contestants)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    caches = {name: root / f"spec-cache-{index}" for index, name in enumerate(names)}
+    caches: dict[str, Path | str] = {
+        name: "off" if args.no_cache else root / f"spec-cache-{index}" for index, name in enumerate(names)
+    }
     if rounds > 1:  # warm-up: bytecode cache of the hand-written files, OS file cache, spec caches
         for name, (folder, tree) in contestants.items():
             run(folder, n, m, tree, caches[name])

@@ -278,3 +278,25 @@ def test_the_trigger_form_offers_only_overridable_fields_and_the_cache_switch(ml
     assert "extract: batch_size" in description and "evaluate: metrics" in description
     assert "query" not in description and "registry" not in description and "thresholds" not in description
     assert dag.params["cache"] is True
+
+
+def test_every_task_runs_with_the_dag_params_though_it_holds_no_copy_of_them(mlpipe_check_dags):
+    from airflow.sdk.definitions.param import process_params
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = mlpipe_check_dags(REPO_DAGS).dags["recommender_training"]
+    assert set(dag.params) == {"overrides", "cache"}
+
+    # The factory sets the DAG's params after its tasks, so Airflow copies none into them...
+    assert not any(task.params for task in dag.tasks)
+    # ...and still hands every task the DAG's params, with the run's conf laid over them (which
+    # Airflow writes into the Param objects: a run's conf comes last here).
+    for task in dag.tasks:
+        assert process_params(dag, task, None, suppress_exception=False) == {"overrides": {}, "cache": True}
+    conf = {"cache": False, "overrides": {"train": {"epochs": 3}}}
+    for task in dag.tasks:
+        assert process_params(dag, task, conf, suppress_exception=False) == conf
+    # What the scheduler and the trigger form read: the DAG's params, as before.
+    deserialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    assert set(deserialized.params) == {"overrides", "cache"}
+    assert deserialized.params.get_param("cache").schema["type"] == "boolean"
