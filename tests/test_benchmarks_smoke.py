@@ -28,7 +28,7 @@ SCRIPTS = [
     ("stage_cache.py", ["--quick"], "## Reference pipeline: second run"),
     ("scale_footprint.py", ["--quick"], "## XCom per run"),
     ("scale.py", ["--quick"], "## Stages at scale"),
-    ("profile_train_memory.py", ["--quick"], "## Peak RSS per phase"),
+    ("profile_scale_stage.py", ["train", "--quick"], "## Phases"),
 ]
 
 

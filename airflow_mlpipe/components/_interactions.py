@@ -100,6 +100,9 @@ def read_and_split(
         user_ids, item_ids, validation_split, split_seed, _split.VALIDATION_SALT
     )
     del interactions, user_ids, item_ids  # not needed past the split: free them before training
+    # Arrow's allocator keeps the pages it freed for Arrow's next allocations, but training
+    # allocates through numpy: hand them back (at 20M events 600 MiB, a third of the stage's peak).
+    pa.default_memory_pool().release_unused()
     data = SplitInteractions(
         source_uri,
         user_index,

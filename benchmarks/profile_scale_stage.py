@@ -1,4 +1,4 @@
-"""Where ``model.matrix_factorization``'s memory goes: peak RSS per phase of one train stage.
+"""Where a scale stage's memory and time go: peak RSS and CPU seconds per phase of one stage.
 
 ``tracemalloc`` does not see numpy's, scipy's or ``implicit``'s C allocations, so this samples the
 process's resident set (``/proc/self/statm``) every millisecond from a thread while the stage runs,
@@ -6,12 +6,14 @@ and labels each sample with the phase the stage is in (the component's helpers a
 stage's code is not changed). ``ru_maxrss`` at the end of each phase gives the exact peak so far,
 which a sample can miss by a millisecond's allocations.
 
-    python benchmarks/profile_train_memory.py INTERACTIONS_OUTPUTS_JSON [--epochs 3]
-    python benchmarks/profile_train_memory.py --quick      # a tiny generated input (smoke test)
+    python benchmarks/profile_scale_stage.py train DIR/20000000/features/outputs.json [--epochs 3]
+    python benchmarks/profile_scale_stage.py features DIR/20000000/extract/outputs.json
+    python benchmarks/profile_scale_stage.py train --quick      # a tiny generated input (smoke test)
 
-``INTERACTIONS_OUTPUTS_JSON`` is the ``outputs.json`` a features stage of ``scale.py --keep DIR``
-left in ``DIR/<events>/features/``. The stage runs with ``scale.py``'s train settings (factors 64,
-no early stopping, one thread) and early stopping's keep-the-best-epoch bookkeeping on.
+The ``outputs.json`` is the one the upstream stage of ``scale.py --keep DIR`` left in
+``DIR/<events>/<stage>/``. The stage runs with ``scale.py``'s settings (train: factors 64, no early
+stopping, one thread). CPU seconds are the process's (``process_time``, the sampling thread's
+few per cent included), so compare them between runs of this script, not with ``scale.py``'s.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class PhaseSampler:
         self.stack: list[str] = ["before"]
         self.peaks: dict[str, float] = {}
         self.order: list[str] = []
-        self.ends: list[tuple[str, float, float, float]] = []  # phase, seconds, RSS after, maxrss after
+        # phase, seconds, CPU seconds, RSS after, maxrss after
+        self.ends: list[tuple[str, float, float, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -78,12 +81,13 @@ class PhaseSampler:
         if label not in self.order:
             self.order.append(label)
         self.stack.append(label)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.stack.pop()
-            self.ends.append((label, time.perf_counter() - started, _rss_mib(), _maxrss_mib()))
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            self.ends.append((label, seconds, cpu, _rss_mib(), _maxrss_mib()))
 
     def wrap(self, owner: Any, attribute: str, name: str | None = None) -> None:
         original: Callable[..., Any] = getattr(owner, attribute)
@@ -96,20 +100,13 @@ class PhaseSampler:
         setattr(owner, attribute, wrapped)
 
 
-def profile(upstream_file: str, epochs: int, out_dir: str) -> dict[str, Any]:
+def _wrap_train(sampler: PhaseSampler) -> tuple[Any, Any]:
     import implicit.cpu.als
     import scipy.sparse  # noqa: F401
 
     from airflow_mlpipe.components import _interactions, _model_artifact, _ranking, _split
     from airflow_mlpipe.components.model import matrix_factorization as component
 
-    config = component.Config(
-        factors=scale.FACTORS, epochs=epochs, early_stopping_patience=None, seed=42, num_threads=1
-    )
-    inputs = {"features": json.loads(Path(upstream_file).read_text())}
-    benchlib.load_airflow_plugins()
-    context = scale._context("train", inputs, out_dir)
-    sampler = PhaseSampler()
     for owner, attribute in [
         (_interactions, "read_and_split"),
         (_interactions, "index_ids"),
@@ -126,77 +123,119 @@ def profile(upstream_file: str, epochs: int, out_dir: str) -> dict[str, Any]:
         sampler.wrap(owner, attribute)
     sampler.wrap(_interactions.SplitInteractions, "matrix", "SplitInteractions.matrix")
     sampler.wrap(implicit.cpu.als.AlternatingLeastSquares, "fit", "ALS fit")
+    return component, lambda epochs: component.Config(
+        factors=scale.FACTORS, epochs=epochs, early_stopping_patience=None, seed=42, num_threads=1
+    )
+
+
+def _wrap_features(sampler: PhaseSampler) -> tuple[Any, Any]:
+    import datetime
+
+    import pyarrow.compute as pc
+
+    from airflow_mlpipe.components.features import user_engagement as component
+
+    for attribute in (
+        "_window_end",
+        "_distinct_ids",
+        "_window_events",
+        "user_features",
+        "write_interactions",
+    ):
+        sampler.wrap(component, attribute)
+    sampler.wrap(component, "_pair_slices")
+    sampler.wrap(component._Distinct, "sorted", "_Distinct.sorted")
+    sampler.wrap(pc, "sort_indices")  # the pairs' sort (features' only call of it)
+    end = datetime.datetime.fromisoformat(scale.END)
+    return component, lambda epochs: component.Config(window_days=scale.DAYS, window_end=end)
+
+
+def profile(stage: str, upstream_file: str, epochs: int, out_dir: str) -> dict[str, Any]:
+    sampler = PhaseSampler()
+    component, make_config = (_wrap_train if stage == "train" else _wrap_features)(sampler)
+    config = make_config(epochs)
+    upstream = "features" if stage == "train" else "extract"
+    inputs = {upstream: json.loads(Path(upstream_file).read_text())}
+    benchlib.load_airflow_plugins()
+    context = scale._context(stage, inputs, out_dir)
     rss_before = _rss_mib()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with sampler, sampler.phase("run"):
         result = component.run(config, context)
     return {
+        "stage": stage,
         "seconds": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu_started,
         "rss_before_mb": rss_before,
         "metrics": dict(result["metrics"]),
         "phases": [
             {"phase": label, "peak_sampled_mb": sampler.peaks.get(label, 0.0)} for label in sampler.order
         ],
         "ends": [
-            {"phase": label, "seconds": seconds, "rss_after_mb": rss, "maxrss_after_mb": maxrss}
-            for label, seconds, rss, maxrss in sampler.ends
+            {"phase": label, "seconds": seconds, "cpu_s": cpu, "rss_after_mb": rss, "maxrss_after_mb": maxrss}
+            for label, seconds, cpu, rss, maxrss in sampler.ends
         ],
     }
 
 
 def report(result: dict[str, Any]) -> None:
-    print(f"## Peak RSS per phase (MiB; RSS before the stage {result['rss_before_mb']:.0f})\n")
-    rows = [
-        [p["phase"], benchlib.fmt(p["peak_sampled_mb"]) if p["peak_sampled_mb"] else "-"]
-        for p in result["phases"]
-    ]
-    print(benchlib.table(["phase (innermost)", "peak sampled RSS MiB"], rows))
-    print("\n## Phase ends, in order\n")
-    rows = [
-        [
-            e["phase"],
-            benchlib.fmt(e["seconds"]),
-            benchlib.fmt(e["rss_after_mb"]),
-            benchlib.fmt(e["maxrss_after_mb"]),
-        ]
-        for e in result["ends"]
-    ]
-    print(benchlib.table(["phase", "seconds", "RSS after MiB", "ru_maxrss after MiB"], rows))
-    print(f"\npeak RSS of the process: {result['peak_rss_mb']:.0f} MiB; stage {result['seconds']:.1f} s")
+    print(f"RSS before the stage: {result['rss_before_mb']:.0f} MiB\n")
+    print("## Phases (innermost label; a phase called several times is summed)\n")
+    rows = []
+    for phase in result["phases"]:
+        ends = [end for end in result["ends"] if end["phase"] == phase["phase"]]
+        peak = phase["peak_sampled_mb"]
+        rows.append(
+            [
+                phase["phase"],
+                len(ends),
+                benchlib.fmt(sum(end["seconds"] for end in ends)),
+                benchlib.fmt(sum(end["cpu_s"] for end in ends)),
+                benchlib.fmt(peak) if peak else "-",
+                benchlib.fmt(max(end["maxrss_after_mb"] for end in ends)),
+            ]
+        )
+    headers = ["phase", "calls", "seconds", "CPU s", "peak sampled RSS MiB", "ru_maxrss after MiB"]
+    print(benchlib.table(headers, rows))
+    print(
+        f"\npeak RSS of the process: {result['peak_rss_mb']:.0f} MiB; "
+        f"stage {result['seconds']:.1f} s, {result['cpu_s']:.1f} CPU s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("upstream", nargs="?", help="a features stage's outputs.json")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("stage", choices=("train", "features"))
+    parser.add_argument("upstream", nargs="?", help="the upstream stage's outputs.json")
+    parser.add_argument("--epochs", type=int, default=3, help="train: ALS epochs (default 3)")
     parser.add_argument("--quick", action="store_true", help="generate 20k events, profile one epoch")
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         upstream, epochs, out_dir = args.child
-        result = profile(upstream, int(epochs), out_dir)
-        benchlib.emit(result)
+        benchlib.emit(profile(args.stage, upstream, int(epochs), out_dir))
         return 0
-    with tempfile.TemporaryDirectory(prefix="mlpipe-bench-trainmem-") as work:
+    with tempfile.TemporaryDirectory(prefix="mlpipe-bench-profile-") as work:
         upstream, epochs = args.upstream, args.epochs
         env = benchlib.airflow_env(Path(work) / "airflow-home")
         if args.quick:
             database = Path(work) / "events.db"
             env["AIRFLOW_CONN_SCALE_DB"] = f"sqlite:///{database}"
             benchlib.run_child([scale.__file__, "--child", "generate", str(database), "20000"], env)
-            scale.run_chain(Path(work), 1, env, ("extract", "features"), keep=True)
-            upstream, epochs = str(Path(work) / "features" / "outputs.json"), 1
+            upstream_stages = ("extract", "features") if args.stage == "train" else ("extract",)
+            scale.run_chain(Path(work), 1, env, upstream_stages, keep=True)
+            upstream, epochs = str(Path(work) / upstream_stages[-1] / "outputs.json"), 1
         if not upstream:
-            parser.error("give a features stage's outputs.json, or --quick")
-        result = benchlib.run_child(
-            [__file__, "--child", upstream, str(epochs), str(Path(work) / "train")], env
-        )
+            parser.error("give the upstream stage's outputs.json, or --quick")
+        child = [__file__, args.stage, "--child", upstream, str(epochs), str(Path(work) / args.stage)]
+        result = benchlib.run_child(child, env, timeout=3600)
+    print(f"# {args.stage}: peak RSS and CPU per phase\n")
     print("load average at the end: " + ", ".join(f"{load:.2f}" for load in os.getloadavg()) + "\n")
     report(result)
-    benchlib.save(args.json, "profile_train_memory", result)
+    benchlib.save(args.json, f"profile_{args.stage}", result)
     return 0
 
 
