@@ -305,6 +305,28 @@ def test_distinct_ids_merge_as_they_come_and_stay_complete():
     assert distinct.sorted().to_pylist() == expected.tolist()
 
 
+def test_distinct_ids_merge_in_time_linear_in_the_values_added(monkeypatch):
+    # Many more distinct ids than the merge floor, few new ones per batch: as at 20M events.
+    distinct = user_engagement._Distinct(merge_floor=4)
+    merged_lengths = []
+    original = pa.concat_arrays
+
+    def counting(arrays, *args, **kwargs):
+        merged = original(arrays, *args, **kwargs)
+        merged_lengths.append(len(merged))
+        return merged
+
+    monkeypatch.setattr(pa, "concat_arrays", counting)
+    rng = np.random.default_rng(1)
+    added = 0
+    for _ in range(300):
+        batch = pa.array(rng.integers(0, 5_000, size=30))
+        distinct.add(batch)
+        added += len(batch)
+    assert len(distinct.sorted()) > 2_500
+    assert sum(merged_lengths) <= 4 * added  # each value is merged a bounded number of times
+
+
 def test_the_second_pass_hashes_the_id_sets_in_time_linear_in_the_events(tmp_path, make_context, monkeypatch):
     # index_in hashes its whole value set on every call: with batches shorter than the id sets,
     # the work would grow with events x users. The second pass reads batches as long as the sets.
