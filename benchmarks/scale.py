@@ -136,20 +136,31 @@ def child_stage(stage: str, upstream_file: str, out_dir: str, epochs: int) -> No
     )
 
 
-def run_chain(database: Path, work: Path, epochs: int, env: dict[str, str]) -> dict[str, Any]:
-    """extract -> features -> train, each stage a fresh process; the stages' results by name."""
+def run_chain(
+    work: Path, epochs: int, env: dict[str, str], stages: tuple[str, ...] = STAGES, keep: bool = False
+) -> dict[str, Any]:
+    """The ``stages`` of extract -> features -> train in order, each a fresh process; results by name.
+
+    A chain that starts after extract reads the outputs its first stage's upstream left in ``work``
+    (a kept run's). With ``keep`` the stages' outputs stay in ``work`` for a later chain.
+    """
     results: dict[str, Any] = {}
-    upstream = ""
+    first = STAGES.index(stages[0])
+    upstream = str(work / STAGES[first - 1] / "outputs.json") if first else ""
+    if upstream and not Path(upstream).exists():
+        raise SystemExit(f"{upstream} is missing: run the stages before {stages[0]} with --keep first")
     try:
-        for stage in STAGES:
+        for stage in stages:
             out_dir = work / stage
+            shutil.rmtree(out_dir, ignore_errors=True)
             results[stage] = benchlib.run_child(
                 [__file__, "--child", stage, upstream, str(out_dir), str(epochs)], env, timeout=3600
             )
             upstream = str(out_dir / "outputs.json")
     finally:
-        for stage in STAGES:
-            shutil.rmtree(work / stage, ignore_errors=True)
+        if not keep:
+            for stage in stages:
+                shutil.rmtree(work / stage, ignore_errors=True)
     return results
 
 
@@ -161,6 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="chains per size (default 3)")
     parser.add_argument("--epochs", type=int, help="ALS epochs of the train stage (default 3)")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        help="run only these consecutive stages (after extract: on a --keep directory's outputs)",
+    )
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep the event databases and the last chain's outputs in DIR, and reuse them if there",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -180,57 +202,77 @@ def main(argv: list[str] | None = None) -> int:
         f"sizes {sizes} events, {rounds} rounds; users = events/20, items = events/200, {DAYS} days, "
         f"Zipf items 0.9 / users {USER_ZIPF_EXPONENT}; train: factors {FACTORS}, {epochs} epochs, 1 thread\n"
     )
-    work = Path(tempfile.mkdtemp(prefix="mlpipe-bench-scale-"))
-    raw: dict[str, Any] = {"machine": info, "epochs": epochs, "factors": FACTORS, "sizes": {}}
+    stages = tuple(stage for stage in STAGES if stage in (args.stages or STAGES))
+    if args.stages and STAGES[STAGES.index(stages[0]) : STAGES.index(stages[-1]) + 1] != stages:
+        parser.error("--stages must be consecutive stages of extract -> features -> train")
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mlpipe-bench-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    raw: dict[str, Any] = {
+        "machine": info,
+        "epochs": epochs,
+        "factors": FACTORS,
+        "stages": list(stages),
+        "sizes": {},
+    }
     try:
         for events in sizes:
             database = work / f"events-{events}.db"
+            size_dir = work / str(events)
             env = benchlib.airflow_env(work / "airflow-home", AIRFLOW_CONN_SCALE_DB=f"sqlite:///{database}")
-            generated = benchlib.run_child([__file__, "--child", "generate", str(database), str(events)], env)
-            print(f"  {events} events generated in {generated['seconds']:.1f}s", file=sys.stderr)
+            generated: dict[str, Any] = {"seconds": float("nan"), "reused": True}
+            # The same arguments always give the same rows: a kept database is reused.
+            if "extract" in stages and not (args.keep and database.exists()):
+                generated = benchlib.run_child(
+                    [__file__, "--child", "generate", str(database), str(events)], env
+                )
+                print(f"  {events} events generated in {generated['seconds']:.1f}s", file=sys.stderr)
             chains = []
             for round_no in range(rounds):
-                chains.append(run_chain(database, work, epochs, env))
+                chains.append(run_chain(size_dir, epochs, env, stages, keep=bool(args.keep)))
                 print(f"  {events} events: round {round_no + 1}/{rounds} done", file=sys.stderr)
             raw["sizes"][str(events)] = {"generate": generated, "chains": chains}
-            database.unlink()
+            if not args.keep:
+                database.unlink()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
-    report(raw, sizes, epochs)
+    report(raw, sizes, epochs, stages)
     benchlib.save(args.json, "scale", raw)
     return 0
 
 
-def report(raw: dict[str, Any], sizes: list[int], epochs: int) -> None:
-    print("## Data\n")
-    rows = []
-    for events in sizes:
-        chain = raw["sizes"][str(events)]["chains"][0]
-        features, train = chain["features"]["metrics"], chain["train"]["metrics"]
-        rows.append(
-            [
-                events,
-                features["users"],
-                features["items"],
-                features["interactions"],
-                train["train_interactions"],
-            ]
-        )
-    print(benchlib.table(["events", "users", "items", "user-item pairs", "pairs trained on"], rows))
+def report(raw: dict[str, Any], sizes: list[int], epochs: int, stages: tuple[str, ...] = STAGES) -> None:
+    first_chains = {events: raw["sizes"][str(events)]["chains"][0] for events in sizes}
+    if {"features", "train"} <= set(stages):
+        print("## Data\n")
+        rows = []
+        for events, chain in first_chains.items():
+            features, train = chain["features"]["metrics"], chain["train"]["metrics"]
+            rows.append(
+                [
+                    events,
+                    features["users"],
+                    features["items"],
+                    features["interactions"],
+                    train["train_interactions"],
+                ]
+            )
+        print(benchlib.table(["events", "users", "items", "user-item pairs", "pairs trained on"], rows))
+        print()
 
-    print("\n## Stages at scale: seconds and peak RSS per stage process, median (min-max)\n")
+    # CPU seconds beside wall seconds: other work on a shared machine inflates the wall time.
+    print("## Stages at scale: seconds and peak RSS per stage process, median (min-max)\n")
     smallest = sizes[0]
-    per_event = {
-        (stage, events): benchlib.median(c[stage]["seconds"] for c in raw["sizes"][str(events)]["chains"])
-        / events
-        for stage in STAGES
-        for events in sizes
-    }
+
+    def per_million(stage: str, events: int, key: str) -> float:
+        runs = raw["sizes"][str(events)]["chains"]
+        return benchlib.median(c[stage][key] for c in runs) / events * 1e6
+
     rows = []
     for events in sizes:
         chains = raw["sizes"][str(events)]["chains"]
-        for stage in STAGES:
+        for stage in stages:
             runs = [c[stage] for c in chains]
             peak = max(r["peak_rss_mb"] for r in runs)
             rows.append(
@@ -239,8 +281,9 @@ def report(raw: dict[str, Any], sizes: list[int], epochs: int) -> None:
                     stage,
                     len(runs),
                     benchlib.spread(r["seconds"] for r in runs),
-                    benchlib.fmt(per_event[stage, events] * 1e6),
-                    benchlib.fmt(per_event[stage, events] / per_event[stage, smallest]),
+                    benchlib.spread(r["cpu_s"] for r in runs),
+                    benchlib.fmt(per_million(stage, events, "cpu_s")),
+                    benchlib.fmt(per_million(stage, events, "cpu_s") / per_million(stage, smallest, "cpu_s")),
                     benchlib.spread(r["peak_rss_mb"] for r in runs),
                     benchlib.fmt(benchlib.median(r["rss_before_mb"] for r in runs)),
                     "yes" if peak <= MEMORY_LIMIT_MB else "**no**",
@@ -251,8 +294,9 @@ def report(raw: dict[str, Any], sizes: list[int], epochs: int) -> None:
         "stage",
         "runs",
         "seconds",
-        "s per 1M events",
-        f"time per event / at {smallest}",
+        "CPU s",
+        "CPU s per 1M events",
+        f"CPU per event / at {smallest}",
         "peak RSS MiB",
         "RSS before run MiB",
         "within 2 GiB",
@@ -264,15 +308,14 @@ def report(raw: dict[str, Any], sizes: list[int], epochs: int) -> None:
         rows.append(
             [
                 events,
-                benchlib.spread(sum(c[stage]["seconds"] for stage in STAGES) for c in chains),
-                benchlib.fmt(max(c[stage]["peak_rss_mb"] for c in chains for stage in STAGES)),
+                benchlib.spread(sum(c[stage]["seconds"] for stage in stages) for c in chains),
+                benchlib.fmt(max(c[stage]["peak_rss_mb"] for c in chains for stage in stages)),
                 benchlib.fmt(raw["sizes"][str(events)]["generate"]["seconds"]),
             ]
         )
     print()
-    print(
-        benchlib.table(["events", "extract + features + train s", "largest peak RSS MiB", "generate s"], rows)
-    )
+    title = " + ".join(stages)
+    print(benchlib.table(["events", f"{title} s", "largest peak RSS MiB", "generate s"], rows))
     print(f"\n(train: {epochs} epochs, factors {FACTORS}, no early stopping; Airflow's plugin load excluded)")
 
 

@@ -28,6 +28,7 @@ SCRIPTS = [
     ("stage_cache.py", ["--quick"], "## The extract alone: ADBC vs DB-API"),
     ("scale_footprint.py", ["--quick"], "## XCom per run"),
     ("scale.py", ["--quick"], "## Stages at scale"),
+    ("profile_scale_stage.py", ["train", "--quick"], "## Phases"),
 ]
 
 

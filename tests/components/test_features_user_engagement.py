@@ -303,3 +303,52 @@ def test_distinct_ids_merge_as_they_come_and_stay_complete():
         assert len(distinct.parts) <= 1 + 5  # merged well before holding every batch
     expected = np.unique(np.concatenate([batch.to_numpy() for batch in batches]))
     assert distinct.sorted().to_pylist() == expected.tolist()
+
+
+def test_distinct_ids_merge_in_time_linear_in_the_values_added(monkeypatch):
+    # Many more distinct ids than the merge floor, few new ones per batch: as at 20M events.
+    distinct = user_engagement._Distinct(merge_floor=4)
+    merged_lengths = []
+    original = pa.concat_arrays
+
+    def counting(arrays, *args, **kwargs):
+        merged = original(arrays, *args, **kwargs)
+        merged_lengths.append(len(merged))
+        return merged
+
+    monkeypatch.setattr(pa, "concat_arrays", counting)
+    rng = np.random.default_rng(1)
+    added = 0
+    for _ in range(300):
+        batch = pa.array(rng.integers(0, 5_000, size=30))
+        distinct.add(batch)
+        added += len(batch)
+    assert len(distinct.sorted()) > 2_500
+    assert sum(merged_lengths) <= 4 * added  # each value is merged a bounded number of times
+
+
+def test_the_second_pass_hashes_the_id_sets_in_time_linear_in_the_events(tmp_path, make_context, monkeypatch):
+    # index_in hashes its whole value set on every call: with batches shorter than the id sets,
+    # the work would grow with events x users. The second pass reads batches as long as the sets.
+    monkeypatch.setattr(user_engagement, "_BATCH_ROWS", 100)
+    value_set_sizes = []
+    original = pa.compute.index_in
+
+    def counting(values, value_set=None, **kwargs):
+        value_set_sizes.append(len(value_set))
+        return original(values, value_set=value_set, **kwargs)
+
+    monkeypatch.setattr(pa.compute, "index_in", counting)
+    n = 20_000
+    events = _random_events(n, seed=5)
+    events["user_id"] = np.arange(n, dtype=np.int64) % 4_000  # 4000 users, 5 events each
+    path = tmp_path / "events.parquet"
+    pq.write_table(_as_table(events), path, row_group_size=1_000)
+    config = user_engagement.Config(window_days=30, window_end=END)
+    result = user_engagement.run(
+        config, make_context("features", {"extract": {"artifacts": {"data": f"file://{path}"}}})
+    )
+
+    users = result["metrics"]["users"]
+    hashed = sum(size for size in value_set_sizes if size >= users)  # the user and item sets' hashing
+    assert 0 < hashed <= 4 * (result["metrics"]["events"] + users + result["metrics"]["items"])

@@ -235,3 +235,34 @@ def test_the_model_artifact_says_it_is_an_als_model_and_its_bytes_are_reproducib
         "item_factors": list(model.arrays["item_factors"].shape),
     }
     assert model.manifest["hyperparameters"]["factors"] == 16
+
+
+def test_without_refit_early_stopping_saves_the_best_epochs_factors(interactions_upstream, make_context):
+    upstream = interactions_upstream()
+    config = {"factors": 16, "regularization": 0.01, "seed": 1, "refit": False}
+    stopped = mf.run(
+        mf.Config(**config, epochs=30, early_stopping_patience=3), make_context("train", upstream, run_id="a")
+    )
+    best = stopped["metrics"]["best_epoch"]
+    assert best < stopped["metrics"]["epochs_run"]  # later epochs overwrote the model after the best one
+    replay = mf.Config(**config, epochs=best, early_stopping_patience=None)
+    replayed = mf.run(replay, make_context("train", upstream, run_id="b"))
+    for kept, again in zip(_factors(stopped), _factors(replayed), strict=True):
+        assert np.array_equal(kept, again)
+
+
+def test_factors_start_where_implicit_itself_would_start_them():
+    import scipy.sparse as sp
+
+    from airflow_mlpipe.components.model.matrix_factorization import _als
+
+    rng = np.random.default_rng(0)
+    matrix = sp.random(120, 40, density=0.1, format="csr", dtype=np.float32, random_state=rng)
+    config = mf.Config(factors=8, seed=5)
+    ours = _als(config, *matrix.shape)
+    theirs = _als(config, *matrix.shape)
+    theirs.user_factors = theirs.item_factors = None  # implicit draws them from the seed in its fit
+    for model in (ours, theirs):
+        model.fit(matrix, show_progress=False)
+    assert np.array_equal(ours.user_factors, theirs.user_factors)
+    assert np.array_equal(ours.item_factors, theirs.item_factors)

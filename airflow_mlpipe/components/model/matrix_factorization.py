@@ -189,17 +189,26 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     data = _interactions.read_and_split(
         source_uri, config.weight_column, config.test_split, config.split_seed, config.validation_split, log
     )
-    weights = data.weights
-    confidence = 1.0 + config.alpha * (np.log1p(weights) if config.confidence == "log" else weights)
+    # In place, in float64 as before (the matrices hold it as float32): the weights are not needed
+    # again, and at 20M events each copy of them is 130 MiB.
+    confidence = data.weights
+    if config.confidence == "log":
+        np.log1p(confidence, out=confidence)
+    confidence *= config.alpha
+    confidence += 1.0
     train_matrix = data.matrix(data.train, confidence)
     validation_matrix = data.matrix(data.validation)
 
-    user_factors, item_factors, history, best_epoch = train_als(config, train_matrix, validation_matrix, log)
+    best_factors, history, best_epoch = train_als(config, train_matrix, validation_matrix, log)
+    del train_matrix, validation_matrix  # free before the refit builds its own matrix
     best_values = history[best_epoch - 1]
     if config.refit:
         known = ~data.test
         log.info("Refitting on %d training + validation pairs for %d epochs", int(known.sum()), best_epoch)
         user_factors, item_factors = fit_als(config, data.matrix(known, confidence), best_epoch)
+    else:
+        assert best_factors is not None  # train_als keeps them without a refit
+        user_factors, item_factors = best_factors
 
     arrays = {"user_factors": user_factors, "item_factors": item_factors}
     hyperparameters = config.model_dump(include={"factors", "regularization", "alpha", "confidence", "refit"})
@@ -249,9 +258,13 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
 
 def train_als(
     config: Config, train_matrix: sp.csr_matrix, validation_matrix: sp.csr_matrix, log: Any
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]], int]:
-    """Fit one ALS epoch at a time; return the best epoch's factors, the validation metrics of every
-    epoch (:func:`validation_metrics`) and the best epoch (by ``validation_metric``)."""
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, list[dict[str, float]], int]:
+    """Fit one ALS epoch at a time; return the best epoch's (user, item) factors, the validation
+    metrics of every epoch (:func:`validation_metrics`) and the best epoch (by ``validation_metric``).
+
+    With ``refit`` the best factors are not kept (None): the refit retrains from the seed and needs
+    only the best epoch's number, and a copy of them is as large as the model (250 MiB for 1M users).
+    """
     import implicit.cpu.als  # noqa: F401  (before the BLAS limit: the import loads a BLAS it must cover)
     import numpy as np
     from threadpoolctl import threadpool_limits
@@ -273,7 +286,7 @@ def train_als(
     # implicit's own threads do the work; a multi-threaded BLAS underneath only adds contention
     # (implicit warns about it) and makes results depend on scheduling.
     with threadpool_limits(limits=1, user_api="blas"):
-        model = _als(config)
+        model = _als(config, *train_matrix.shape)
         for epoch in range(1, config.epochs + 1):
             started = time.monotonic()
             model.fit(train_matrix, show_progress=False)  # continues from the current factors
@@ -287,9 +300,14 @@ def train_als(
             )
             history.append({name: float(value) for name, value in values.items()})
             value = values[config.validation_metric]
-            if value > best_value + config.min_improvement or best_factors is None:
+            if value > best_value + config.min_improvement or best_epoch == 0:
                 best_value, best_epoch = value, epoch
-                best_factors = (model.user_factors.copy(), model.item_factors.copy())
+                if not config.refit:  # into the same buffers each time: no new 250 MiB allocations
+                    if best_factors is None:
+                        best_factors = (model.user_factors.copy(), model.item_factors.copy())
+                    else:
+                        np.copyto(best_factors[0], model.user_factors)
+                        np.copyto(best_factors[1], model.item_factors)
             log.info(
                 "epoch %d/%d: validation %s = %.4f (best %.4f at epoch %d) in %.2fs",
                 epoch,
@@ -304,8 +322,7 @@ def train_als(
             if patience is not None and epoch - best_epoch >= patience:
                 log.info("Stopping early: no improvement for %d epochs", patience)
                 break
-    assert best_factors is not None  # at least one epoch ran
-    return best_factors[0], best_factors[1], history, best_epoch
+    return best_factors, history, best_epoch
 
 
 def fit_als(config: Config, matrix: sp.csr_matrix, epochs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -314,16 +331,18 @@ def fit_als(config: Config, matrix: sp.csr_matrix, epochs: int) -> tuple[np.ndar
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        model = _als(config)
+        model = _als(config, *matrix.shape)
         for _ in range(epochs):  # epoch by epoch, exactly as train_als: the same epochs, the same factors
             model.fit(matrix, show_progress=False)
     return model.user_factors, model.item_factors
 
 
-def _als(config: Config) -> Any:
+def _als(config: Config, users: int, items: int) -> Any:
+    """A model for ``users`` x ``items`` with its factors initialised from the seed."""
+    import numpy as np
     from implicit.cpu.als import AlternatingLeastSquares
 
-    return AlternatingLeastSquares(
+    model = AlternatingLeastSquares(
         factors=config.factors,
         regularization=config.regularization,
         alpha=1.0,  # confidences are computed in run, where log or linear scaling is chosen
@@ -331,3 +350,12 @@ def _als(config: Config) -> Any:
         num_threads=config.num_threads,
         random_state=config.seed,
     )
+    # The same numbers implicit's first fit draws (a generator from the seed, users then items,
+    # uniform [0, 1) times 0.01), scaled in place: implicit's `random(...) * 0.01` holds two copies
+    # of the user factors at once (500 MiB for 1M users x 64).
+    rng = np.random.default_rng(config.seed)
+    model.user_factors = rng.random((users, config.factors), dtype=np.float32)
+    model.user_factors *= np.float32(0.01)
+    model.item_factors = rng.random((items, config.factors), dtype=np.float32)
+    model.item_factors *= np.float32(0.01)
+    return model
