@@ -34,8 +34,9 @@ pytest: $(INSTALLED)
 # a lean install (no extras), validates dags/pipelines and runs the tests below, which need no
 # Airflow process. PYTHONS_TEST_DEPS: the dev extra's ranges for what those tests import.
 PYTHONS ?= 3.10 3.12
-PYTHONS_TESTS := tests/spec tests/test_resolver.py tests/components/test_contract.py tests/test_record.py
-PYTHONS_TEST_DEPS := pytest>=8,<10 hypothesis>=6.100,<7
+PYTHONS_TESTS := tests/spec tests/test_resolver.py tests/components/test_contract.py tests/test_record.py \
+	tests/components/test_extract_sqlite.py
+PYTHONS_TEST_DEPS := pytest>=8,<10 hypothesis>=6.100,<7 numpy>=1.26,<3
 
 test-pythons:
 	PYTHONS_TESTS="$(PYTHONS_TESTS)" PYTHONS_TEST_DEPS="$(PYTHONS_TEST_DEPS)" bash ci/test-pythons.sh $(PYTHONS)
