@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlpipe.components.data.extract._adbc import result_reader, stream_batches
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -53,10 +55,6 @@ BATCH_BYTES = 4 << 20
 
 #: Arrow metadata key in which the ADBC driver names each column's PostgreSQL type.
 _PG_TYPE_KEY = b"POSTGRESQL:type"
-
-
-class ResultStreamError(RuntimeError):
-    """The server failed while streaming the result (after the first rows may have been written)."""
 
 
 class UnsupportedColumnTypeError(TypeError):
@@ -118,7 +116,6 @@ def read_batches(
     # a few hundred milliseconds of every task's start.
     import adbc_driver_manager
     import adbc_driver_postgresql
-    import pyarrow as pa
 
     handles: list[Any] = [adbc_driver_postgresql.connect(conninfo_string)]  # closed in reverse
 
@@ -134,25 +131,14 @@ def read_batches(
         batch_hint = adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value
         statement.set_options(**{batch_hint: str(BATCH_BYTES)})
         statement.set_sql_query(query)
-        stream, _ = statement.execute_query()
-        reader = pa.RecordBatchReader._import_from_c(stream.address)
+        reader = result_reader(statement)
         handles.append(reader)
         schema, convert = parquet_schema(reader.schema, column_types)
     except BaseException:
         close()
         raise
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except OSError as exc:  # how pyarrow's stream reader reports the server's error mid-COPY
-                raise ResultStreamError(str(exc)) from exc
-            yield convert(batch)
-
-    return schema, batches(), close
+    return schema, (convert(batch) for batch in stream_batches(reader)), close
 
 
 def parquet_schema(

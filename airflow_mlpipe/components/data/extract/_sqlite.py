@@ -36,6 +36,8 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlpipe.components.data.extract._adbc import ResultStreamError, result_reader, stream_batches
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -48,10 +50,6 @@ _MISMATCH = re.compile(r"Type mismatch in column (\d+): expected (\w+) but got (
 
 class CannotOpenError(ConnectionError):
     """The driver could not open the database file."""
-
-
-class ResultStreamError(RuntimeError):
-    """SQLite failed while the driver stepped through the result (after rows may have been written)."""
 
 
 class MixedColumnTypesError(ValueError):
@@ -89,7 +87,6 @@ def read_batches(
     # The driver manager's low-level API: its DB-API module would also import pyarrow.dataset.
     import adbc_driver_manager
     import adbc_driver_sqlite
-    import pyarrow as pa
 
     from airflow_mlpipe.components.data.extract._dbapi import bind
 
@@ -109,8 +106,7 @@ def read_batches(
     try:
         statement = _statement(handles[1], sql, values, batch_size)
         handles.append(statement)
-        stream, _ = statement.execute_query()
-        reader = pa.RecordBatchReader._import_from_c(stream.address)
+        reader = result_reader(statement)
         handles.append(reader)
         schema = reader.schema
         # A reader in the middle of the result holds its read transaction open, so the check
@@ -120,17 +116,7 @@ def read_batches(
         close()
         raise
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except OSError as exc:  # how pyarrow's stream reader reports the driver's error
-                raise _stream_error(exc, schema) from exc
-            yield batch
-
-    return schema, batches(), close
+    return schema, stream_batches(reader, lambda exc: _stream_error(exc, schema)), close
 
 
 def _statement(connection: Any, sql: str, values: Any, batch_size: int) -> Any:

@@ -379,10 +379,10 @@ def _open_sqlite(connection: Any, hook: Any, config: Config) -> Iterator[tuple[A
     """Schema, batches and the driver's error classes of the query through the ADBC SQLite driver."""
     import adbc_driver_manager
 
-    from airflow_mlpipe.components.data.extract import _sqlite
+    from airflow_mlpipe.components.data.extract import _adbc, _sqlite
 
     args, _ = _sqlite_connect_args(hook)
-    errors = (adbc_driver_manager.Error, _sqlite.ResultStreamError)
+    errors = (adbc_driver_manager.Error, _adbc.ResultStreamError)
     try:
         schema, batches, close = _sqlite.read_batches(
             str(args[0]), config.query, config.parameters, config.batch_size
@@ -411,7 +411,7 @@ def _open_postgres(connection: Any, hook: Any, config: Config) -> Iterator[tuple
         import adbc_driver_postgresql  # noqa: F401  (checked here: its absence is a setup error)
         import psycopg
 
-        from airflow_mlpipe.components.data.extract import _postgres
+        from airflow_mlpipe.components.data.extract import _adbc, _postgres
     except ImportError as exc:
         raise _missing_driver(connection.conn_id, connection.conn_type, exc) from exc
 
@@ -420,7 +420,7 @@ def _open_postgres(connection: Any, hook: Any, config: Config) -> Iterator[tuple
         query = _postgres.literal_query(db, config.query, config.parameters)
     finally:
         db.close()
-    errors = (adbc_driver_manager.Error, psycopg.Error, _postgres.ResultStreamError)
+    errors = (adbc_driver_manager.Error, psycopg.Error, _adbc.ResultStreamError)
     try:
         schema, batches, close = _postgres.read_batches(_postgres.conninfo(hook), query, config.column_types)
     except adbc_driver_manager.OperationalError as exc:
