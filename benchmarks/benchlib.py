@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import platform
 import resource
@@ -61,6 +62,36 @@ def airflow_env(home: Path | None = None, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def component_context(
+    stage: str,
+    out_dir: str | Path,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    run_id: str = "bench",
+    pipeline: str = "bench",
+) -> Any:
+    """A ``ComponentContext`` to call one component's ``run`` outside Airflow, its artifacts in
+    ``out_dir`` (created); ``inputs`` maps upstream stages to their outputs (dicts are fine)."""
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_mlpipe.contract import ComponentContext
+
+    artifact_dir = ObjectStoragePath(f"file://{out_dir}")
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    return ComponentContext(
+        pipeline=pipeline,
+        pipeline_version="1.0.0",
+        config_version="bench",
+        environment="bench",
+        stage=stage,
+        run_id=run_id,
+        git_commit="bench",
+        inputs=inputs or {},
+        artifact_dir=artifact_dir,
+        log=logging.getLogger(f"bench.{stage}"),
+    )
 
 
 def emit(result: Mapping[str, Any]) -> None:

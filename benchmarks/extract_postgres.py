@@ -110,31 +110,15 @@ def tree_env(env: dict[str, str], tree: str | None) -> dict[str, str]:
 
 def child_component(schema: str, batch_size: int, out_dir: str) -> None:
     """In a fresh process: run the component once, report time, rows and memory."""
-    import logging
 
     # What a worker has done before the component runs: load plugins; and the libraries run()
     # imports on first use, so the timed part is the extraction itself.
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
-    from airflow.sdk import ObjectStoragePath
 
     from airflow_mlpipe.components.data.extract import database
-    from airflow_mlpipe.contract import ComponentContext
 
     plugins = benchlib.load_airflow_plugins()
-    artifact_dir = ObjectStoragePath(f"file://{out_dir}")
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    context = ComponentContext(
-        pipeline="bench",
-        pipeline_version="1.0.0",
-        config_version="bench",
-        environment="bench",
-        stage="extract",
-        run_id="bench",
-        git_commit="bench",
-        inputs={},
-        artifact_dir=artifact_dir,
-        log=logging.getLogger("bench.extract"),
-    )
+    context = benchlib.component_context("extract", out_dir)
     config = database.Config(
         query=f"SELECT {COLUMNS} FROM {schema}.user_events", conn_id="bench_pg", batch_size=batch_size
     )

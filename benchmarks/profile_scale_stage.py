@@ -157,7 +157,7 @@ def profile(stage: str, upstream_file: str, epochs: int, out_dir: str) -> dict[s
     upstream = "features" if stage == "train" else "extract"
     inputs = {upstream: json.loads(Path(upstream_file).read_text())}
     benchlib.load_airflow_plugins()
-    context = scale._context(stage, inputs, out_dir)
+    context = benchlib.component_context(stage, out_dir, inputs, pipeline="scale")
     rss_before = _rss_mib()
     started, cpu_started = time.perf_counter(), time.process_time()
     with sampler, sampler.phase("run"):

@@ -217,27 +217,6 @@ def implicit_als(factors: int, regularization: float, alpha: float) -> Callable[
 # -- the built-in components, as a stage runs them ---------------------------------------------
 
 
-def _context(stage: str, inputs: Mapping[str, Any], out_dir: Path) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_mlpipe.contract import ComponentContext
-
-    artifact_dir = ObjectStoragePath(f"file://{out_dir}")
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    return ComponentContext(
-        pipeline="bench",
-        pipeline_version="1.0.0",
-        config_version="bench",
-        environment="bench",
-        stage=stage,
-        run_id="bench",
-        git_commit="bench",
-        inputs=inputs,
-        artifact_dir=artifact_dir,
-        log=logging.getLogger(f"bench.{stage}"),
-    )
-
-
 def run_component(component: str, config: Mapping[str, Any], interactions_uri: str, work: Path) -> dict:
     """Train with ``component`` and evaluate with ``evaluation.recommender``: validation and test."""
     from airflow_mlpipe.components.evaluation import recommender
@@ -248,12 +227,14 @@ def run_component(component: str, config: Mapping[str, Any], interactions_uri: s
     started = time.perf_counter()
     trained = module.run(
         module.Config(**config),
-        _context("train", {"features": {"artifacts": {"interactions": interactions_uri}}}, out / "train"),
+        benchlib.component_context(
+            "train", out / "train", {"features": {"artifacts": {"interactions": interactions_uri}}}
+        ),
     )
     fitted = time.perf_counter() - started
     evaluated = recommender.run(
         recommender.Config(metrics=METRICS, baseline=False),
-        _context("evaluate", {"train": trained}, out / "evaluate"),
+        benchlib.component_context("evaluate", out / "evaluate", {"train": trained}),
     )
     seconds = time.perf_counter() - started
     shutil.rmtree(out, ignore_errors=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shutil
 import sys
 import tempfile
@@ -58,27 +57,6 @@ def child_generate(database: str, events: int) -> None:
         user_zipf_exponent=USER_ZIPF_EXPONENT,
     )
     benchlib.emit({"seconds": time.perf_counter() - started})
-
-
-def _context(stage: str, inputs: dict[str, Any], out_dir: str) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_mlpipe.contract import ComponentContext, StageOutputs
-
-    artifact_dir = ObjectStoragePath(f"file://{out_dir}")
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    return ComponentContext(
-        pipeline="scale",
-        pipeline_version="1.0.0",
-        config_version="bench",
-        environment="bench",
-        stage=stage,
-        run_id="bench",
-        git_commit="bench",
-        inputs={name: StageOutputs(**value) for name, value in inputs.items()},
-        artifact_dir=artifact_dir,
-        log=logging.getLogger(f"bench.{stage}"),
-    )
 
 
 def child_stage(stage: str, upstream_file: str, out_dir: str, epochs: int) -> None:
@@ -118,7 +96,7 @@ def child_stage(stage: str, upstream_file: str, out_dir: str, epochs: int) -> No
         )
         inputs = {"features": json.loads(Path(upstream_file).read_text())}
     plugins = benchlib.load_airflow_plugins()
-    context = _context(stage, inputs, out_dir)
+    context = benchlib.component_context(stage, out_dir, inputs, pipeline="scale")
     rss_before = benchlib.peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
     result = component.run(config, context)

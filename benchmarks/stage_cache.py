@@ -170,10 +170,7 @@ def extract_rounds(analytics: Path, folder: Path, rounds: int) -> dict[str, dict
     """Wall and CPU seconds of the extract component on each path, interleaved round by round."""
     import logging
 
-    from airflow.sdk import ObjectStoragePath
-
     from airflow_mlpipe.components.data.extract import database
-    from airflow_mlpipe.contract import ComponentContext
 
     os.environ["AIRFLOW_CONN_BENCH_SQLITE"] = f"sqlite:///{analytics}"
     query = {"query": "SELECT * FROM user_events WHERE date > :cutoff", "conn_id": "bench_sqlite"}
@@ -183,27 +180,13 @@ def extract_rounds(analytics: Path, folder: Path, rounds: int) -> dict[str, dict
             **query, parameters={"cutoff": "2000-01-01"}, column_types={"value": "float64"}
         ),
     }
-    log = logging.getLogger("bench.extract")
-    log.setLevel(logging.WARNING)
+    # Quiet the component's per-batch progress lines (the context's logger is "bench.<stage>").
+    logging.getLogger("bench.extract").setLevel(logging.WARNING)
     samples: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in configs}
     for round_number in range(rounds + 1):  # round 0 warms up imports and the page cache
         for name, config in configs.items():
-            artifact_dir = ObjectStoragePath(f"file://{folder}/extract-{round_number}-{name}")
-            artifact_dir.mkdir(parents=True, exist_ok=True)
-            context = ComponentContext(
-                pipeline="bench",
-                pipeline_version="1.0.0",
-                config_version="bench",
-                environment="bench",
-                stage="extract",
-                run_id=f"bench-{round_number}",
-                git_commit=None,
-                inputs={},
-                artifact_dir=artifact_dir,
-                airflow_context={},
-                log=log,
-                outlet_events=None,
-            )
+            out_dir = folder / f"extract-{round_number}-{name}"
+            context = benchlib.component_context("extract", out_dir, run_id=f"bench-{round_number}")
             wall, cpu = time.perf_counter(), time.process_time()
             database.run(config, context)
             if round_number:

@@ -75,27 +75,6 @@ def generate(path: Path, users: int, items: int, pairs_per_user: int, seed: int 
     return len(keys)
 
 
-def _context(stage: str, inputs: dict[str, Any], out_dir: str) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
-    from airflow_mlpipe.contract import ComponentContext, StageOutputs
-
-    artifact_dir = ObjectStoragePath(f"file://{out_dir}")
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    return ComponentContext(
-        pipeline="bench",
-        pipeline_version="1.0.0",
-        config_version="bench",
-        environment="bench",
-        stage=stage,
-        run_id="bench",
-        git_commit="bench",
-        inputs={name: StageOutputs(**value) for name, value in inputs.items()},
-        artifact_dir=artifact_dir,
-        log=logging.getLogger(f"bench.{stage}"),
-    )
-
-
 def _warm_imports() -> float:
     """Import every library any child uses before timing, so no child's time holds imports.
 
@@ -144,7 +123,9 @@ def child_train_component(interactions: str, epochs: int, out_dir: str) -> None:
         seed=SEED,
         num_threads=1,
     )
-    context = _context("train", {"features": {"artifacts": {"interactions": interactions}}}, out_dir)
+    context = benchlib.component_context(
+        "train", out_dir, {"features": {"artifacts": {"interactions": interactions}}}
+    )
     started = time.perf_counter()
     result = matrix_factorization.run(config, context)
     seconds = time.perf_counter() - started
@@ -210,7 +191,7 @@ def child_eval_component(train_dir: str, out_dir: str) -> None:
 
     upstream = json.loads(Path(train_dir, "outputs.json").read_text())
     config = recommender.Config(metrics=METRICS, baseline=False)
-    context = _context("evaluate", {"train": {"artifacts": upstream["artifacts"]}}, out_dir)
+    context = benchlib.component_context("evaluate", out_dir, {"train": {"artifacts": upstream["artifacts"]}})
     started = time.perf_counter()
     result = recommender.run(config, context)
     seconds = time.perf_counter() - started
