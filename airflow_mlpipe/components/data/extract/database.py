@@ -219,10 +219,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
                 raise
         _publish(partial, target)
     except driver_errors as exc:
-        raise QueryFailedError(
-            f"the query on Airflow connection '{config.conn_id}' ({dialect}) failed: "
-            f"{_reason(exc, connection)}; no data artifact was written"
-        ) from exc
+        raise _query_failed(connection, dialect, exc) from exc
 
     elapsed = time.monotonic() - started
     columns = schema.names
@@ -336,10 +333,21 @@ def _connect(hook: Any, connection: Any, dialect: str) -> Any:
     except ImportError as exc:
         raise _missing_driver(connection.conn_id, connection.conn_type, exc) from exc
     except Exception as exc:
-        raise DatabaseUnavailableError(
-            f"cannot connect to the database of Airflow connection '{connection.conn_id}' ({dialect}): "
-            f"{_reason(exc, connection)}"
-        ) from exc
+        raise _unavailable(connection, dialect, exc) from exc
+
+
+def _unavailable(connection: Any, dialect: str, exc: BaseException) -> DatabaseUnavailableError:
+    return DatabaseUnavailableError(
+        f"cannot connect to the database of Airflow connection '{connection.conn_id}' ({dialect}): "
+        f"{_reason(exc, connection)}"
+    )
+
+
+def _query_failed(connection: Any, dialect: str, exc: BaseException) -> QueryFailedError:
+    return QueryFailedError(
+        f"the query on Airflow connection '{connection.conn_id}' ({dialect}) failed: "
+        f"{_reason(exc, connection)}; no data artifact was written"
+    )
 
 
 def _reason(exc: BaseException, connection: Any) -> str:
@@ -364,10 +372,7 @@ def _open_dbapi(connection: Any, hook: Any, config: Config) -> Iterator[tuple[An
             cursor.execute(sql, values)
             schema, batches = _dbapi.read_batches(cursor, config.batch_size, config.column_types)
         except errors as exc:
-            raise QueryFailedError(
-                f"the query on Airflow connection '{connection.conn_id}' ({_dialect_name(connection, hook)}) "
-                f"failed: {_reason(exc, connection)}; no data artifact was written"
-            ) from exc
+            raise _query_failed(connection, _dialect_name(connection, hook), exc) from exc
         yield schema, batches, errors
         cursor.close()
     finally:
@@ -388,15 +393,9 @@ def _open_sqlite(connection: Any, hook: Any, config: Config) -> Iterator[tuple[A
             str(args[0]), config.query, config.parameters, config.batch_size
         )
     except _sqlite.CannotOpenError as exc:
-        raise DatabaseUnavailableError(
-            f"cannot connect to the database of Airflow connection '{connection.conn_id}' (sqlite): "
-            f"{_reason(exc, connection)}"
-        ) from exc
+        raise _unavailable(connection, "sqlite", exc) from exc
     except errors as exc:
-        raise QueryFailedError(
-            f"the query on Airflow connection '{connection.conn_id}' (sqlite) failed: "
-            f"{_reason(exc, connection)}; no data artifact was written"
-        ) from exc
+        raise _query_failed(connection, "sqlite", exc) from exc
     try:
         yield schema, batches, errors
     finally:
@@ -424,15 +423,9 @@ def _open_postgres(connection: Any, hook: Any, config: Config) -> Iterator[tuple
     try:
         schema, batches, close = _postgres.read_batches(_postgres.conninfo(hook), query, config.column_types)
     except adbc_driver_manager.OperationalError as exc:
-        raise DatabaseUnavailableError(
-            f"cannot connect to the database of Airflow connection '{connection.conn_id}' (postgresql): "
-            f"{_reason(exc, connection)}"
-        ) from exc
+        raise _unavailable(connection, "postgresql", exc) from exc
     except errors as exc:
-        raise QueryFailedError(
-            f"the query on Airflow connection '{connection.conn_id}' (postgresql) failed: "
-            f"{_reason(exc, connection)}; no data artifact was written"
-        ) from exc
+        raise _query_failed(connection, "postgresql", exc) from exc
     try:
         yield schema, batches, errors
     finally:
