@@ -1,10 +1,10 @@
-"""Artifact paths: names that become path segments cannot escape the artifact root."""
+"""Artifact paths: names that become path segments cannot escape the artifact root; how files are opened."""
 
 from __future__ import annotations
 
 import pytest
 
-from airflow_mlpipe.artifacts import run_folder, safe_segment, stage_artifact_dir
+from airflow_mlpipe.artifacts import open_for_writing, run_folder, safe_segment, stage_artifact_dir
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,30 @@ def test_run_folder_is_stable_and_bounded():
     assert run_folder(long_id) == run_folder(long_id)
     assert len(run_folder(long_id)) <= 111
     assert run_folder(long_id) != run_folder(long_id[:-1] + "y")
+
+
+def test_a_local_artifact_is_opened_without_loading_the_providers_filesystems(tmp_path):
+    # The first ObjectStoragePath.open of a process imports every installed provider's filesystem
+    # module; a file on the worker's own disk must not pay for that (BENCHMARKS.md, section 3.3).
+    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk.io import fs
+
+    path = ObjectStoragePath(f"file://{tmp_path}/data.bin")
+    fs._register_filesystems.cache_clear()
+
+    with open_for_writing(path) as sink:
+        sink.write(b"rows")
+
+    assert fs._register_filesystems.cache_info().misses == 0
+    assert (tmp_path / "data.bin").read_bytes() == b"rows"
+
+
+def test_an_object_store_artifact_is_opened_through_its_filesystem(s3_conn_id, s3_bucket):
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(f"s3://{s3_bucket}/stage/data.bin", conn_id=s3_conn_id)
+
+    with open_for_writing(path) as sink:
+        sink.write(b"rows")
+
+    assert path.read_bytes() == b"rows"

@@ -180,6 +180,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     """Stream the query result into ``<artifact_dir>/data.parquet``."""
     from sqlalchemy import text
 
+    from airflow_mlpipe.artifacts import open_for_writing
     from airflow_mlpipe.components.data.extract._parquet import write_stream
 
     _check_parameters(set(text(config.query).compile().params), set(config.parameters))
@@ -203,7 +204,7 @@ def run(config: Config, context: ComponentContext) -> Mapping[str, Any]:
     try:
         with open_result(connection, hook, config) as (schema, batches, driver_errors):
             try:
-                with partial.open("wb") as sink:
+                with open_for_writing(partial) as sink:
                     rows, batches_written = write_stream(
                         batches,
                         schema,
