@@ -5,11 +5,18 @@ schema of the local PostgreSQL with ``generate_series``. Then:
 
 * **Stage time** (3M rows by default), alternating in each round:
 
-  - the stage: ``airflow dags test`` of a two-stage pipeline, a no-op stage
+  - the stage in a deployment (the issue's goal): a two-stage pipeline, a no-op stage
     (``bench_components.noop``) then the extract (``SELECT user_id, ..., date FROM user_events``
-    through the connection ``bench_pg``, ``batch_size`` 10000, Parquet zstd). Each run is a fresh
-    process; a stage's time is its task log's "Stage 'x' finished in N s", and the extract's
-    *net* time is the extract's minus the no-op stage's of the same run (the operator's own cost);
+    through the connection ``bench_pg``, ``batch_size`` 10000, Parquet zstd), triggered through
+    the REST API of a running deployment: api-server, scheduler and dag-processor as processes,
+    the LocalExecutor, a scratch PostgreSQL metadata database. Each task runs in a fresh
+    supervised process that talks to the api-server over HTTP, as on any worker. A stage's time
+    is its task log's "Stage 'x' finished in N s", and the extract's *net* time is the
+    extract's minus the no-op stage's of the same run (the operator's own cost);
+  - the same pipeline through ``airflow dags test`` (a fresh process per run), as measured
+    before 2026-12-07. That command also runs the execution API server on a thread of the same
+    process, which builds its routes while the first tasks run, so the extract's start-up
+    competes with it for the GIL: about 0.6 s more than in a deployment (BENCHMARKS.md, 3.3);
   - the floor: ``psql -c "\\copy (SELECT ...) TO 'file.csv' CSV"``, the server's COPY protocol
     straight to a file: no Python, no types, no compression.
 
@@ -21,18 +28,20 @@ schema of the local PostgreSQL with ``generate_series``. Then:
   threads), of the ``psql`` process, and of the whole ``airflow dags test`` process tree (parse
   and start-up included, so only comparable with itself). On a shared 2-vCPU machine CPU time
   moves far less with the load than wall time does.
-* **Before/after** (``--baseline TREE``): the stage and the component also run from another tree
-  holding an ``airflow_mlpipe`` package (for example ``git archive`` of the commit before a
-  change), put first on the children's ``PYTHONPATH``, in the same rounds, the order rotating.
+* **Before/after** (``--baseline TREE``): the stage (in a second deployment and through ``dags
+  test``) and the component also run from another tree holding an ``airflow_mlpipe`` package
+  (for example ``git archive`` of the commit before a change), put first on the children's
+  ``PYTHONPATH``, in the same rounds, the order rotating.
 * **Memory**: the component alone (``run(config, context)`` with a real ``ComponentContext``) in a
   fresh process per run at 1M, 2M and 4M rows, its peak RSS (``ru_maxrss``); it should stay
   flat, since the result streams through a bounded queue one batch at a time.
 
-The schema is dropped at the end.
+The schema and the deployments' metadata databases are dropped at the end.
 
     python benchmarks/extract_postgres.py            # 3M rows x 3 rounds; memory at 1M, 2M, 4M x 3
     python benchmarks/extract_postgres.py --rounds 5 --baseline /tmp/before-tree
     python benchmarks/extract_postgres.py --quick    # 20k rows, memory to 80k, one round
+    python benchmarks/extract_postgres.py --no-deployment   # without the deployment (about 1 min less)
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import benchlib
+import httpx
 
 PG_URI = "postgresql://postgres@127.0.0.1:5432/test"
 PSQL = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "test"]
@@ -159,6 +169,9 @@ def run_psql(schema: str, work: Path) -> dict[str, Any]:
     return {"seconds": wall, "cpu_s": cpu, "peak_rss_mb": rss, "bytes": size}
 
 
+#: The operator's log line with a stage's time.
+STAGE_TIME = re.compile(r"Stage '(\w+)' finished in ([\d.]+) s")
+
 STAGE_SPEC = """\
 name: bench_extract
 version: 1.0.0
@@ -206,10 +219,7 @@ class StageRunner:
         cpu = children_cpu_s() - cpu_before
         if result.state != "success":
             raise RuntimeError(f"the bench_extract run failed:\n{result.output[-4000:]}")
-        times = {
-            m.group(1): float(m.group(2))
-            for m in re.finditer(r"Stage '(\w+)' finished in ([\d.]+) s", result.output)
-        }
+        times = {m.group(1): float(m.group(2)) for m in STAGE_TIME.finditer(result.output)}
         rows = re.search(r"Extracted (\d+) rows, \d+ columns", result.output)
         return {
             "extract_s": times["extract"],
@@ -219,6 +229,113 @@ class StageRunner:
             "wall_s": wall,
             "process_cpu_s": cpu,
         }
+
+
+class DeploymentRunner:
+    """The same pipeline in a running deployment, as a worker runs it.
+
+    ``airflow dags test`` runs every task in its own process *and* the execution API server on a
+    thread of that process, which builds its routes while the first tasks run: the extract's
+    imports and connection set-up compete with it for the GIL. Here the api-server, scheduler and
+    dag-processor are processes of their own (LocalExecutor, a scratch PostgreSQL metadata
+    database), and each task runs in a fresh supervised process that talks to the api-server
+    over HTTP, as on any worker. Runs are triggered through the REST API; the stage times are
+    read from the task logs.
+    """
+
+    DAG_ID = "bench_extract"
+
+    def __init__(self, work: Path, specs: Path, tree: str | None = None) -> None:
+        sys.path.insert(0, str(benchlib.REPO / "tests" / "deployment"))
+        import airflow_processes as deployment  # the deployment tests' process and REST helpers
+
+        from airflow_mlpipe.testing.sandbox import LOADER
+
+        root = work / f"deployment-{uuid.uuid4().hex[:8]}"
+        dags = root / "dags"
+        dags.mkdir(parents=True)
+        (dags / "mlpipe_loader.py").write_text(LOADER.format(spec_folder=str(specs.resolve())))
+        self.database = f"mlpipe_bench_{uuid.uuid4().hex[:10]}"
+        port = deployment.free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        bench_env = tree_env(benchlib.airflow_env(root / "airflow-home", AIRFLOW_CONN_BENCH_PG=PG_URI), tree)
+        settings = {key: value for key, value in bench_env.items() if key.startswith("AIRFLOW")}
+        settings.update(
+            PYTHONPATH=bench_env["PYTHONPATH"],
+            PYTHONWARNINGS="ignore",
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{self.database}",
+            AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base_url}/execution/",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=deployment.write_passwords(
+                root / "passwords.json", {"admin": "admin"}
+            ),
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(root / "passwords.json"),
+            AIRFLOW__API__BASE_URL=base_url,
+            AIRFLOW__API__WORKERS="1",
+            AIRFLOW__API__SECRET_KEY=uuid.uuid4().hex,
+            AIRFLOW__API_AUTH__JWT_SECRET=uuid.uuid4().hex,
+            AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",  # the stage-time lines are INFO
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(deployment.free_port()),
+            AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
+            # Parsed once: no re-parse of the folder competes with the measured runs.
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="3600",
+            AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="3600",
+            AIRFLOW__MLPIPE__ARTIFACT_ROOT=f"file://{root / 'artifacts'}",
+        )
+        self.processes = deployment.AirflowProcesses(deployment.clean_environment(**settings), root / "logs")
+        psql(f'CREATE DATABASE "{self.database}"')
+        try:
+            self.processes.run("db", "migrate", timeout=300)
+            self.processes.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port))
+            self.processes.start("scheduler", "scheduler")
+            self.processes.start("dag-processor", "dag-processor")
+
+            def api_up() -> bool:
+                self.processes.check_alive()
+                return httpx.get(f"{base_url}/api/v2/version", timeout=5).status_code == 200
+
+            deployment.wait_until(api_up, 180, "the api-server")
+            self.api = deployment.AirflowApi(base_url, "admin", "admin-password")
+
+            def parsed() -> bool:
+                self.processes.check_alive()
+                return self.DAG_ID in {dag["dag_id"] for dag in self.api.get("/api/v2/dags")["dags"]}
+
+            deployment.wait_until(parsed, 180, "the dag-processor to parse the spec", interval=2)
+            self.api.set_paused(self.DAG_ID, False)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        run_id = self.api.trigger(self.DAG_ID)
+        state = self.api.wait_for_run(self.DAG_ID, run_id, timeout=600)["state"]
+        wall = time.perf_counter() - started
+        if state != "success":
+            states = self.api.task_states(self.DAG_ID, run_id)
+            raise RuntimeError(
+                f"the deployment's run failed: {states}\n{self.processes.log_tail('scheduler')}"
+            )
+        times = {}
+        for task in ("noop", "extract"):
+            match = STAGE_TIME.search(self.api.task_log(self.DAG_ID, run_id, task))
+            if match is None:
+                raise RuntimeError(f"no stage time in the log of task {task} of run {run_id}")
+            times[task] = float(match.group(2))
+        rows = self.api.xcom(self.DAG_ID, run_id, "extract")["metrics"]["rows"]
+        return {
+            "extract_s": times["extract"],
+            "noop_s": times["noop"],
+            "net_s": times["extract"] - times["noop"],
+            "rows": int(rows),
+            "wall_s": wall,
+        }
+
+    def close(self) -> None:
+        self.processes.stop()
+        psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-runs", type=int, help="runs per memory size (default 3)")
     parser.add_argument(
         "--baseline", help="tree with the 'before' airflow_mlpipe, run in the same rounds (default: none)"
+    )
+    parser.add_argument(
+        "--no-deployment",
+        action="store_true",
+        help="leave out the stage in a running deployment (api-server, scheduler, LocalExecutor)",
     )
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -271,9 +393,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     memory: dict[int, list[dict[str, Any]]] = {}
     results: dict[str, list[dict[str, Any]]] = {
-        name: [] for name in ("stage", "psql", "component", "stage_baseline", "component_baseline")
+        name: []
+        for name in (
+            "deployment",
+            "stage",
+            "psql",
+            "component",
+            "deployment_baseline",
+            "stage_baseline",
+            "component_baseline",
+        )
     }
     stage, floor, alone = results["stage"], results["psql"], results["component"]
+    deployments: dict[str, DeploymentRunner] = {}
     try:
         psql(
             f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.user_events (user_id integer NOT NULL, "
@@ -281,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
             "date timestamp NOT NULL)"
         )
         runner = StageRunner(work, schema, args.batch_size)
+        if not args.no_deployment:
+            deployments["deployment"] = DeploymentRunner(work, runner.specs)
+            if baseline:
+                deployments["deployment_baseline"] = DeploymentRunner(work, runner.specs, baseline)
         filled = 0
         # Grow the table once: the memory sizes below the stage-time size, then those rounds, then the rest.
         for size in sorted({*memory_sizes, rows}):
@@ -291,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  memory at {size} rows done", file=sys.stderr)
             if size == rows:
                 contestants = {
+                    **{name: deployed.run for name, deployed in deployments.items()},
                     "stage": runner.run,
                     "psql": lambda: run_psql(schema, work),
                     "component": lambda: run_component(schema, args.batch_size, work),
@@ -309,7 +446,12 @@ def main(argv: list[str] | None = None) -> int:
                         f"  round {round_no + 1}/{rounds} done, load {os.getloadavg()[0]:.1f}",
                         file=sys.stderr,
                     )
-        bad = [r["rows"] for r in stage + results["stage_baseline"] if r["rows"] != rows] + [
+        staged = [
+            r
+            for name in ("deployment", "deployment_baseline", "stage", "stage_baseline")
+            for r in results[name]
+        ]
+        bad = [r["rows"] for r in staged if r["rows"] != rows] + [
             r["rows"] for size, runs in memory.items() for r in runs if r["rows"] != size
         ]
         if bad:
@@ -317,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         raw["runs"] = {**results, "memory": {str(k): v for k, v in memory.items()}}
         raw["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:
+        for deployed in deployments.values():
+            deployed.close()
         psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         shutil.rmtree(work, ignore_errors=True)
 
@@ -325,10 +469,37 @@ def main(argv: list[str] | None = None) -> int:
     versions = [("", "")] + ([("_baseline", " (baseline)")] if baseline else [])
     table_rows = []
     for suffix, label in versions:
+        deployed = results["deployment" + suffix]
+        if not deployed:
+            continue
+        table_rows += [
+            [
+                f"extract stage in a deployment (task log, LocalExecutor){label}",
+                len(deployed),
+                benchlib.spread(r["extract_s"] for r in deployed),
+                benchlib.spread(rows / r["extract_s"] for r in deployed),
+                "-",
+            ],
+            [
+                f"no-op stage, same run{label}",
+                len(deployed),
+                benchlib.spread(r["noop_s"] for r in deployed),
+                "-",
+                "-",
+            ],
+            [
+                f"**deployment: extract net of the no-op stage**{label}",
+                len(deployed),
+                benchlib.spread(r["net_s"] for r in deployed),
+                benchlib.spread(rows / r["net_s"] for r in deployed),
+                "-",
+            ],
+        ]
+    for suffix, label in versions:
         stages, components = results["stage" + suffix], results["component" + suffix]
         table_rows += [
             [
-                f"extract stage (task log), Parquet zstd{label}",
+                f"extract stage in `airflow dags test` (task log){label}",
                 len(stages),
                 benchlib.spread(r["extract_s"] for r in stages),
                 benchlib.spread(rows / r["extract_s"] for r in stages),
@@ -342,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                 "-",
             ],
             [
-                f"**extract net of the no-op stage**{label}",
+                f"**dags test: extract net of the no-op stage**{label}",
                 len(stages),
                 benchlib.spread(r["net_s"] for r in stages),
                 benchlib.spread(rows / r["net_s"] for r in stages),
@@ -369,9 +540,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for suffix, label in versions:
         stages, components = results["stage" + suffix], results["component" + suffix]
+        if results["deployment" + suffix]:
+            ratio = [
+                d["net_s"] / f["seconds"] for d, f in zip(results["deployment" + suffix], floor, strict=True)
+            ]
+            goal = " (goal <= 1.5, aim 1.0)" if not suffix else ""
+            print(
+                f"deployment: extract net / psql time, within a round{label}: {benchlib.spread(ratio)}{goal}"
+            )
         ratio = [s["net_s"] / f["seconds"] for s, f in zip(stages, floor, strict=True)]
-        goal = " (goal <= 1.5, aim 1.0)" if not suffix else ""
-        print(f"extract net / psql time, within a round{label}: {benchlib.spread(ratio)}{goal}")
+        print(f"dags test: extract net / psql time, within a round{label}: {benchlib.spread(ratio)}")
         ratio_alone = [c["seconds"] / f["seconds"] for c, f in zip(components, floor, strict=True)]
         print(f"component alone / psql time, within a round{label}: {benchlib.spread(ratio_alone)}")
         cpu_ratio = [c["cpu_s"] / f["cpu_s"] for c, f in zip(components, floor, strict=True) if "cpu_s" in c]
@@ -380,7 +558,15 @@ def main(argv: list[str] | None = None) -> int:
         after_before = [
             a["net_s"] / b["net_s"] for a, b in zip(stage, results["stage_baseline"], strict=True)
         ]
-        print(f"extract net, after / baseline, within a round: {benchlib.spread(after_before)}")
+        print(f"dags test: extract net, after / baseline, within a round: {benchlib.spread(after_before)}")
+        if results["deployment_baseline"]:
+            after_before = [
+                a["net_s"] / b["net_s"]
+                for a, b in zip(results["deployment"], results["deployment_baseline"], strict=True)
+            ]
+            print(
+                f"deployment: extract net, after / baseline, within a round: {benchlib.spread(after_before)}"
+            )
         cpu_after_before = [
             a["cpu_s"] / b["cpu_s"]
             for a, b in zip(alone, results["component_baseline"], strict=True)
