@@ -338,6 +338,33 @@ class DeploymentRunner:
         psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
+#: How each way of running the pipeline is named in the table.
+RUN_BY = {"deployment": "in a deployment (LocalExecutor)", "dags test": "in `airflow dags test`"}
+
+
+def stage_rows(
+    runs: list[dict[str, Any]], rows: int, run_by: str, label: str, cpu: str = "-"
+) -> list[list[Any]]:
+    """Table rows of the runs of one kind (``RUN_BY``): the extract stage, the no-op stage, the net."""
+    return [
+        [
+            f"extract stage {RUN_BY[run_by]} (task log){label}",
+            len(runs),
+            benchlib.spread(r["extract_s"] for r in runs),
+            benchlib.spread(rows / r["extract_s"] for r in runs),
+            cpu,
+        ],
+        [f"no-op stage, same run{label}", len(runs), benchlib.spread(r["noop_s"] for r in runs), "-", "-"],
+        [
+            f"**{run_by}: extract net of the no-op stage**{label}",
+            len(runs),
+            benchlib.spread(r["net_s"] for r in runs),
+            benchlib.spread(rows / r["net_s"] for r in runs),
+            "-",
+        ],
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -469,56 +496,13 @@ def main(argv: list[str] | None = None) -> int:
     versions = [("", "")] + ([("_baseline", " (baseline)")] if baseline else [])
     table_rows = []
     for suffix, label in versions:
-        deployed = results["deployment" + suffix]
-        if not deployed:
-            continue
-        table_rows += [
-            [
-                f"extract stage in a deployment (task log, LocalExecutor){label}",
-                len(deployed),
-                benchlib.spread(r["extract_s"] for r in deployed),
-                benchlib.spread(rows / r["extract_s"] for r in deployed),
-                "-",
-            ],
-            [
-                f"no-op stage, same run{label}",
-                len(deployed),
-                benchlib.spread(r["noop_s"] for r in deployed),
-                "-",
-                "-",
-            ],
-            [
-                f"**deployment: extract net of the no-op stage**{label}",
-                len(deployed),
-                benchlib.spread(r["net_s"] for r in deployed),
-                benchlib.spread(rows / r["net_s"] for r in deployed),
-                "-",
-            ],
-        ]
+        if results["deployment" + suffix]:
+            table_rows += stage_rows(results["deployment" + suffix], rows, "deployment", label)
     for suffix, label in versions:
         stages, components = results["stage" + suffix], results["component" + suffix]
+        cpu = benchlib.spread(r["process_cpu_s"] for r in stages) + " (dags test process)"
         table_rows += [
-            [
-                f"extract stage in `airflow dags test` (task log){label}",
-                len(stages),
-                benchlib.spread(r["extract_s"] for r in stages),
-                benchlib.spread(rows / r["extract_s"] for r in stages),
-                benchlib.spread(r["process_cpu_s"] for r in stages) + " (dags test process)",
-            ],
-            [
-                f"no-op stage, same run{label}",
-                len(stages),
-                benchlib.spread(r["noop_s"] for r in stages),
-                "-",
-                "-",
-            ],
-            [
-                f"**dags test: extract net of the no-op stage**{label}",
-                len(stages),
-                benchlib.spread(r["net_s"] for r in stages),
-                benchlib.spread(rows / r["net_s"] for r in stages),
-                "-",
-            ],
+            *stage_rows(stages, rows, "dags test", label, cpu),
             [
                 f"component alone, fresh process (run() only){label}",
                 len(components),
