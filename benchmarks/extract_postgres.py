@@ -5,7 +5,7 @@ schema of the local PostgreSQL with ``generate_series``. Then:
 
 * **Stage time** (3M rows by default), alternating in each round:
 
-  - the stage in a deployment (the issue's goal): a two-stage pipeline, a no-op stage
+  - the stage in a deployment (what the goal is set on): a two-stage pipeline, a no-op stage
     (``bench_components.noop``) then the extract (``SELECT user_id, ..., date FROM user_events``
     through the connection ``bench_pg``, ``batch_size`` 10000, Parquet zstd), triggered through
     the REST API of a running deployment: api-server, scheduler and dag-processor as processes,
@@ -234,9 +234,9 @@ class StageRunner:
 class DeploymentRunner:
     """The same pipeline in a running deployment, as a worker runs it.
 
-    ``airflow dags test`` runs every task in its own process *and* the execution API server on a
-    thread of that process, which builds its routes while the first tasks run: the extract's
-    imports and connection set-up compete with it for the GIL. Here the api-server, scheduler and
+    ``airflow dags test`` runs the tasks of a run in its own process *and* the execution API
+    server on a thread of that process, which builds its routes while the first tasks run: the
+    extract's imports and connection set-up compete with it for the GIL. Here the api-server, scheduler and
     dag-processor are processes of their own (LocalExecutor, a scratch PostgreSQL metadata
     database), and each task runs in a fresh supervised process that talks to the api-server
     over HTTP, as on any worker. Runs are triggered through the REST API; the stage times are
