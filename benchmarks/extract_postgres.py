@@ -246,7 +246,9 @@ class DeploymentRunner:
     DAG_ID = "bench_extract"
 
     def __init__(self, work: Path, specs: Path, tree: str | None = None) -> None:
-        sys.path.insert(0, str(benchlib.REPO / "tests" / "deployment"))
+        helpers = str(benchlib.REPO / "tests" / "deployment")
+        if helpers not in sys.path:  # once, though a --baseline run makes two deployments
+            sys.path.insert(0, helpers)
         import airflow_processes as deployment  # the deployment tests' process and REST helpers
 
         from airflow_mlpipe.testing.sandbox import LOADER
